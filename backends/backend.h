@@ -1,0 +1,168 @@
+/*
+ * backend.h - one small table of operations per upload protocol.
+ *
+ * A backend knows how to talk to one kind of destination (file, sftp, ftp,
+ * ftps) and nothing else: no FUSE, no sqlite, no retry policy.  The spool's
+ * workers each hold one connection (struct spoolfs_conn) and drive it through
+ * the wrappers below; nothing calls the function pointers directly.
+ *
+ * Paths handed to a backend are RELATIVE to the destination's root (the URL
+ * path): '/'-separated, no leading '/', no "." or ".." or empty components,
+ * "" meaning the root itself.  The spool has already checked them.  The
+ * backend joins them onto the root its own way (curl's rules: sftp://h/x is
+ * /x, sftp://h/~/x is x under the login directory, ftp://h/x is x under the
+ * FTP login directory).
+ *
+ * Every operation returns 0 on success or -1 after filling *err with a code
+ * (which decides retry versus failure) and a lowercase message that names
+ * what failed and, where it helps, the server's own words.  Messages never
+ * contain a password.
+ *
+ * Threads: a connection is used by one thread at a time.  Different
+ * connections of the same backend run in parallel, so backends keep no
+ * unguarded global state.
+ */
+#ifndef SPOOLFS_BACKEND_H
+#define SPOOLFS_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../common/config.h"
+#include "../common/err.h"
+
+/* Capability bits. */
+#define SPOOLFS_CAP_RESUME	(1u << 0)	/* put() at offset > 0 appends */
+#define SPOOLFS_CAP_MTIME	(1u << 1)	/* set_mtime() works */
+#define SPOOLFS_CAP_HASH	(1u << 2)	/* a server-side hash can be checked */
+
+struct spoolfs_conn {
+	const struct spoolfs_backend *backend;
+	const struct spoolfs_dest *dest;
+	void *priv;			/* the backend's own state */
+};
+
+/*
+ * Progress callback: called by put() and get() with the total number of bytes
+ * of the file transferred so far (including the resume offset).  A non-zero
+ * return asks the backend to stop; it must then return -1 with
+ * SPOOLFS_E_CANCELLED promptly.  The spool also throttles (max_rate) from
+ * here, so the callback may sleep.  Backends call it at least every few
+ * hundred kilobytes.
+ */
+typedef int (*spoolfs_progress_fn)(void *arg, uint64_t done);
+
+struct spoolfs_rstat {
+	uint64_t size;
+	int64_t mtime;		/* seconds since the epoch, -1 if unknown */
+	bool is_dir;
+};
+
+struct spoolfs_backend {
+	const char *scheme;	/* "file", "sftp", "ftp", "ftps" */
+	int default_port;	/* 0 when there is no network */
+	unsigned caps;		/* SPOOLFS_CAP_* */
+
+	/*
+	 * MUST: connect and authenticate; set conn->priv.  The destination
+	 * root must already exist; if it does not, fail with SPOOLFS_E_NOROOT
+	 * (transient: a NAS may simply not be mounted yet).
+	 */
+	int (*connect)(struct spoolfs_conn *conn, struct spoolfs_error *err);
+	/* MUST: close the connection and free conn->priv (may be NULL). */
+	void (*disconnect)(struct spoolfs_conn *conn);
+	/*
+	 * MUST: create DIR and every missing parent below the root (never the
+	 * root itself).  Existing directories are fine.
+	 */
+	int (*mkdirs)(struct spoolfs_conn *conn, const char *dir,
+		      struct spoolfs_error *err);
+	/*
+	 * MUST: write bytes [offset, size) of the local file FD (read with
+	 * pread, FD's position is not used) into PATH.  offset == 0 creates
+	 * or truncates PATH; offset > 0 (only with SPOOLFS_CAP_RESUME) appends
+	 * to a PATH that the caller checked holds exactly offset bytes.  The
+	 * data must be on the server (flushed, closed) when it returns 0.
+	 */
+	int (*put)(struct spoolfs_conn *conn, const char *path, int fd,
+		   uint64_t offset, uint64_t size, spoolfs_progress_fn progress,
+		   void *arg, struct spoolfs_error *err);
+	/* MUST: size (and mtime) of PATH; SPOOLFS_E_NOTFOUND when absent. */
+	int (*stat)(struct spoolfs_conn *conn, const char *path,
+		    struct spoolfs_rstat *st, struct spoolfs_error *err);
+	/* MUST: rename FROM to TO, replacing TO if it exists. */
+	int (*rename)(struct spoolfs_conn *conn, const char *from,
+		      const char *to, struct spoolfs_error *err);
+	/* MUST: delete the file PATH; SPOOLFS_E_NOTFOUND when absent. */
+	int (*remove)(struct spoolfs_conn *conn, const char *path,
+		      struct spoolfs_error *err);
+	/* MAY (SPOOLFS_CAP_MTIME): set PATH's modification time. */
+	int (*set_mtime)(struct spoolfs_conn *conn, const char *path,
+			 int64_t mtime, struct spoolfs_error *err);
+	/* MUST: download PATH into FD (from its offset 0, FD is truncated). */
+	int (*get)(struct spoolfs_conn *conn, const char *path, int fd,
+		   spoolfs_progress_fn progress, void *arg,
+		   struct spoolfs_error *err);
+};
+
+/* The backend for SCHEME ("file", "sftp", ...), NULL if unknown. */
+const struct spoolfs_backend *spoolfs_backend_find(const char *scheme);
+
+/*
+ * Tests only: when set, every destination uses this backend instead of the
+ * one its scheme names (e.g. the failure-injecting wrapper).
+ */
+extern const struct spoolfs_backend *spoolfs_backend_override;
+
+/* Wrappers: the only way callers reach a backend. */
+
+/* Allocate a connection for DEST and connect it.  NULL on failure. */
+struct spoolfs_conn *spoolfs_conn_open(const struct spoolfs_dest *dest,
+				       struct spoolfs_error *err);
+/* Disconnect and free; accepts NULL. */
+void spoolfs_conn_close(struct spoolfs_conn *conn);
+
+int spoolfs_conn_mkdirs(struct spoolfs_conn *conn, const char *dir,
+			struct spoolfs_error *err);
+int spoolfs_conn_put(struct spoolfs_conn *conn, const char *path, int fd,
+		     uint64_t offset, uint64_t size,
+		     spoolfs_progress_fn progress, void *arg,
+		     struct spoolfs_error *err);
+int spoolfs_conn_stat(struct spoolfs_conn *conn, const char *path,
+		      struct spoolfs_rstat *st, struct spoolfs_error *err);
+int spoolfs_conn_rename(struct spoolfs_conn *conn, const char *from,
+			const char *to, struct spoolfs_error *err);
+int spoolfs_conn_remove(struct spoolfs_conn *conn, const char *path,
+			struct spoolfs_error *err);
+/* Sets the mtime where the backend can; a no-op returning 0 where not. */
+int spoolfs_conn_set_mtime(struct spoolfs_conn *conn, const char *path,
+			   int64_t mtime, struct spoolfs_error *err);
+int spoolfs_conn_get(struct spoolfs_conn *conn, const char *path, int fd,
+		     spoolfs_progress_fn progress, void *arg,
+		     struct spoolfs_error *err);
+bool spoolfs_conn_can(const struct spoolfs_conn *conn, unsigned cap);
+
+/*
+ * The connection test of `spoolfs check`: connect, create DIR (relative,
+ * "" for the root), write a small probe file under a temp name, stat it,
+ * rename it, remove it.  On failure *step names the step that failed
+ * ("connect", "mkdir", "write", "stat", "rename", "remove").
+ */
+int spoolfs_backend_probe(const struct spoolfs_dest *dest, const char *dir,
+			  const char **step, struct spoolfs_error *err);
+
+/*
+ * Join a relative path onto a destination root for display:
+ * "sftp://u@h:22/srv/up" + "a/b.jpg" -> "sftp://u@h:22/srv/up/a/b.jpg".
+ * Returns a malloc'd string.
+ */
+char *spoolfs_remote_url(const struct spoolfs_dest *dest, const char *relpath);
+
+extern const struct spoolfs_backend spoolfs_backend_file;
+extern const struct spoolfs_backend spoolfs_backend_sftp;
+extern const struct spoolfs_backend spoolfs_backend_ftp;
+extern const struct spoolfs_backend spoolfs_backend_ftps;
+extern const struct spoolfs_backend spoolfs_backend_faulty;	/* tests */
+
+#endif
