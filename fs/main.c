@@ -1,0 +1,282 @@
+/*
+ * main.c - the spoolfs command: parse the command line, load the config,
+ * open the spool, mount, and run the FUSE loop until unmounted.
+ *
+ *   spoolfs [-f] [-d] [-o OPTS] [CONFIG] MOUNTPOINT
+ *
+ * CONFIG comes first so that an fstab line works as-is
+ * (mount.fuse3 runs "spoolfs CONFIG MOUNTPOINT -o OPTS").  Everything that
+ * can go wrong with the config or the spool is checked before the mount and
+ * before daemonizing, so the user sees the reason on the terminal.  The
+ * spool is opened again after fuse_daemonize(): sqlite connections and
+ * threads must not cross a fork.
+ */
+#include <errno.h>
+#include <fuse.h>
+#include <fuse_lowlevel.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../common/config.h"
+#include "../common/log.h"
+#include "fs.h"
+
+struct options {
+	bool foreground;
+	bool debug;
+	bool fuse_debug;
+	bool single_thread;
+	char *fuse_opts;	/* comma-joined -o values we pass on */
+	const char *config;
+	const char *mountpoint;
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: spoolfs [-f] [-d] [-o OPTIONS] [CONFIG] MOUNTPOINT\n"
+		"\n"
+		"Mount spoolfs: every [dest NAME] of CONFIG becomes a directory\n"
+		"MOUNTPOINT/NAME; files written there are spooled to local disk\n"
+		"and uploaded in the background.\n"
+		"\n"
+		"  CONFIG       INI file (default: $XDG_CONFIG_HOME/spoolfs/"
+		"spoolfs.conf,\n"
+		"               else a built-in destination 'local' under\n"
+		"               $XDG_DATA_HOME/spoolfs/local)\n"
+		"  -f           stay in the foreground, log to stderr\n"
+		"  -d           log protocol detail (implies nothing else)\n"
+		"  -o OPTIONS   mount options: allow_other, ro is refused, "
+		"FUSE options\n"
+		"  -h, --help   this text\n"
+		"  -V, --version\n");
+}
+
+/* Options that only mount(8) and fstab care about. */
+static bool mount_only_option(const char *o)
+{
+	static const char *const skip[] = {
+		"defaults", "_netdev", "nofail", "noauto", "auto", "user",
+		"users", "nouser", "rw", "dev", "suid", "nodev", "nosuid",
+		"exec", "noexec", "atime", "noatime", "relatime",
+	};
+
+	if (strncmp(o, "x-", 2) == 0 || strncmp(o, "comment=", 8) == 0)
+		return true;
+	for (size_t i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
+		if (strcmp(o, skip[i]) == 0)
+			return true;
+	return false;
+}
+
+static int add_opts(struct options *o, const char *list)
+{
+	char *copy = strdup(list), *save = NULL, *tok;
+
+	if (!copy)
+		return -1;
+	for (tok = strtok_r(copy, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		size_t old = o->fuse_opts ? strlen(o->fuse_opts) : 0;
+		char *n;
+
+		if (mount_only_option(tok))
+			continue;
+		if (strcmp(tok, "debug") == 0) {
+			o->fuse_debug = true;
+			continue;
+		}
+		n = realloc(o->fuse_opts, old + strlen(tok) + 2);
+		if (!n) {
+			free(copy);
+			return -1;
+		}
+		if (old)
+			n[old++] = ',';
+		strcpy(n + old, tok);
+		o->fuse_opts = n;
+	}
+	free(copy);
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, struct options *o)
+{
+	const char *pos[2];
+	int npos = 0;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			usage(stdout);
+			exit(0);
+		} else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+			printf("spoolfs %s (libfuse %d.%d)\n", SPOOLFS_VERSION,
+			       FUSE_MAJOR_VERSION, FUSE_MINOR_VERSION);
+			exit(0);
+		} else if (strcmp(a, "-f") == 0) {
+			o->foreground = true;
+		} else if (strcmp(a, "-d") == 0) {
+			o->debug = true;
+		} else if (strcmp(a, "-s") == 0) {
+			o->single_thread = true;
+		} else if (strcmp(a, "-o") == 0) {
+			if (++i == argc) {
+				fprintf(stderr, "spoolfs: -o needs options\n");
+				return -1;
+			}
+			if (add_opts(o, argv[i]) < 0)
+				return -1;
+		} else if (strncmp(a, "-o", 2) == 0) {
+			if (add_opts(o, a + 2) < 0)
+				return -1;
+		} else if (a[0] == '-' && a[1]) {
+			fprintf(stderr, "spoolfs: unknown option '%s'\n", a);
+			usage(stderr);
+			return -1;
+		} else if (npos < 2) {
+			pos[npos++] = a;
+		} else {
+			fprintf(stderr, "spoolfs: too many arguments ('%s')\n",
+				a);
+			usage(stderr);
+			return -1;
+		}
+	}
+	if (npos == 0) {
+		fprintf(stderr, "spoolfs: no mount point given\n");
+		usage(stderr);
+		return -1;
+	}
+	o->mountpoint = pos[npos - 1];
+	o->config = npos == 2 ? pos[0] : NULL;
+	return 0;
+}
+
+static int load_config(const struct options *o, struct spoolfs_config *cfg)
+{
+	char err[1024] = "";
+	char *def = NULL;
+	struct stat st;
+	int rc;
+
+	if (o->config) {
+		rc = spoolfs_config_load(cfg, o->config, err, sizeof(err));
+	} else if ((def = spoolfs_config_default_path()) &&
+		   stat(def, &st) == 0) {
+		rc = spoolfs_config_load(cfg, def, err, sizeof(err));
+	} else {
+		rc = spoolfs_config_default(cfg, err, sizeof(err));
+	}
+	free(def);
+	if (rc < 0)
+		fprintf(stderr, "spoolfs: %s\n", err);
+	return rc;
+}
+
+static void warn_config(const struct spoolfs_config *cfg)
+{
+	for (size_t i = 0; i < cfg->ndests; i++) {
+		const struct spoolfs_dest *d = &cfg->dests[i];
+
+		if (!d->tls_verify && strcmp(d->scheme, "ftps") == 0)
+			log_warn("%s: tls_verify = no: the server's certificate "
+				 "is NOT checked; anyone on the path can read "
+				 "the password and the files", d->name);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct options o = { 0 };
+	struct spoolfs_config cfg = { 0 };
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	struct fs_ctx fctx = { 0 };
+	struct fuse_loop_config *loop_cfg = NULL;
+	struct fuse *fuse = NULL;
+	struct spool *sp = NULL;
+	char err[1024] = "";
+	int rc = 1;
+
+	if (parse_args(argc, argv, &o) < 0)
+		return 1;
+	spoolfs_log_init(false, o.debug);
+	if (load_config(&o, &cfg) < 0)
+		goto out;
+	warn_config(&cfg);
+
+	/* preflight: every spool problem is reported on the terminal */
+	if (spool_open(&sp, &cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "spoolfs: %s\n", err);
+		goto out;
+	}
+	spool_close(sp);
+	sp = NULL;
+
+	if (fuse_opt_add_arg(&args, argv[0]) < 0 ||
+	    fuse_opt_add_arg(&args, "-o") < 0 ||
+	    fuse_opt_add_arg(&args, "default_permissions,fsname=spoolfs,"
+			     "subtype=spoolfs") < 0)
+		goto out;
+	if (o.fuse_opts && (fuse_opt_add_arg(&args, "-o") < 0 ||
+			    fuse_opt_add_arg(&args, o.fuse_opts) < 0))
+		goto out;
+	if (o.fuse_debug && fuse_opt_add_arg(&args, "-d") < 0)
+		goto out;
+	fctx.conn_opts = fuse_parse_conn_info_opts(&args);
+	fuse = fuse_new(&args, &spoolfs_fs_ops, sizeof(spoolfs_fs_ops), &fctx);
+	if (!fuse)
+		goto out;	/* libfuse said why on stderr */
+	if (fuse_mount(fuse, o.mountpoint) != 0)
+		goto out_destroy;
+	if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0)
+		goto out_unmount;
+	if (fuse_daemonize(o.foreground) != 0)
+		goto out_signals;
+	if (!o.foreground)
+		spoolfs_log_init(true, o.debug);
+
+	if (spool_open(&sp, &cfg, err, sizeof(err)) < 0 ||
+	    spool_start(sp, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		goto out_signals;
+	}
+	fctx.sp = sp;
+	log_info("mounted %s on %s (%zu destination%s, spool %s)",
+		 cfg.path ? cfg.path : "built-in config", o.mountpoint,
+		 cfg.ndests, cfg.ndests == 1 ? "" : "s", cfg.spool_dir);
+
+	if (o.single_thread) {
+		rc = fuse_loop(fuse);
+	} else {
+		loop_cfg = fuse_loop_cfg_create();
+		if (!loop_cfg)
+			goto out_signals;
+		fuse_loop_cfg_set_clone_fd(loop_cfg, 0);
+		fuse_loop_cfg_set_idle_threads(loop_cfg, 10);
+		rc = fuse_loop_mt(fuse, loop_cfg);
+	}
+	rc = rc == 0 ? 0 : 1;
+	log_info("unmounting; unfinished uploads resume at the next mount");
+
+out_signals:
+	fuse_remove_signal_handlers(fuse_get_session(fuse));
+out_unmount:
+	fuse_unmount(fuse);
+out_destroy:
+	fuse_destroy(fuse);
+	spool_close(sp);
+out:
+	if (loop_cfg)
+		fuse_loop_cfg_destroy(loop_cfg);
+	free(fctx.conn_opts);
+	fuse_opt_free_args(&args);
+	spoolfs_config_release(&cfg);
+	free(o.fuse_opts);
+	return rc;
+}

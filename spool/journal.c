@@ -1,0 +1,373 @@
+/*
+ * journal.c - the sqlite journal (see journal.h for what it holds and its
+ * durability rules).
+ *
+ * One connection, prepared statements kept for the life of the journal.
+ * Every row write is a whole-row REPLACE: the nodes table is small per row
+ * and writing all columns keeps the tree and the journal from drifting.
+ */
+#include "journal.h"
+
+#include "../common/log.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define SCHEMA_VERSION 1
+
+struct spool_journal {
+	sqlite3 *db;
+	sqlite3_stmt *st_insert;
+	sqlite3_stmt *st_save;
+	sqlite3_stmt *st_delete;
+	sqlite3_stmt *st_event;
+	sqlite3_stmt *st_sync_full;
+	sqlite3_stmt *st_sync_normal;
+	int depth;		/* nesting of spool_journal_begin() */
+};
+
+static const char schema[] =
+	"CREATE TABLE IF NOT EXISTS nodes ("
+	" id INTEGER PRIMARY KEY,"
+	" parent INTEGER NOT NULL,"
+	" dest TEXT NOT NULL,"
+	" area INTEGER NOT NULL,"
+	" name TEXT NOT NULL,"
+	" is_dir INTEGER NOT NULL,"
+	" state INTEGER NOT NULL,"
+	" size INTEGER NOT NULL,"
+	" mtime_ns INTEGER NOT NULL,"
+	" ctime_ns INTEGER NOT NULL,"
+	" mode INTEGER NOT NULL,"
+	" uid INTEGER NOT NULL,"
+	" gid INTEGER NOT NULL,"
+	" attempts INTEGER NOT NULL,"
+	" error TEXT,"
+	" ready_at INTEGER NOT NULL,"
+	" gen INTEGER NOT NULL,"
+	" has_data INTEGER NOT NULL,"
+	" target TEXT,"
+	" rdest TEXT,"
+	" rpath TEXT,"
+	" rgen INTEGER NOT NULL,"
+	" rmtime INTEGER NOT NULL,"
+	" rtmp TEXT,"
+	" tmp_dest TEXT,"
+	" tmp_gen INTEGER NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS events ("
+	" id INTEGER PRIMARY KEY,"
+	" time_ms INTEGER NOT NULL,"
+	" node INTEGER NOT NULL,"
+	" dest TEXT NOT NULL,"
+	" path TEXT NOT NULL,"
+	" kind TEXT NOT NULL,"
+	" msg TEXT);"
+	"CREATE INDEX IF NOT EXISTS events_node ON events(node);";
+
+#define COLS "id, parent, dest, area, name, is_dir, state, size, mtime_ns, " \
+	"ctime_ns, mode, uid, gid, attempts, error, ready_at, gen, has_data, " \
+	"target, rdest, rpath, rgen, rmtime, rtmp, tmp_dest, tmp_gen"
+
+const char *spool_state_name(int state)
+{
+	static const char *const names[] = {
+		"writing", "queued", "uploading", "uploaded", "failed",
+	};
+
+	if (state < 0 || state > SPOOL_FAILED)
+		return "unknown";
+	return names[state];
+}
+
+const char *spool_journal_errmsg(struct spool_journal *j)
+{
+	return j && j->db ? sqlite3_errmsg(j->db) : "no journal";
+}
+
+int spool_journal_errno(struct spool_journal *j)
+{
+	int rc = j && j->db ? sqlite3_errcode(j->db) : SQLITE_ERROR;
+
+	switch (rc & 0xff) {
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_READONLY:
+		return -EROFS;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	default:
+		return -EIO;
+	}
+}
+
+static int exec(struct spool_journal *j, const char *sql)
+{
+	return sqlite3_exec(j->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+}
+
+static int prepare(struct spool_journal *j, sqlite3_stmt **st, const char *sql)
+{
+	return sqlite3_prepare_v3(j->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st,
+				  NULL) == SQLITE_OK ? 0 : -1;
+}
+
+int spool_journal_open(struct spool_journal **jp, const char *path,
+		       char *errbuf, size_t errlen)
+{
+	struct spool_journal *j;
+	int version = 0;
+	sqlite3_stmt *st;
+
+	*jp = NULL;
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		snprintf(errbuf, errlen, "out of memory");
+		return -1;
+	}
+	if (sqlite3_open_v2(path, &j->db,
+			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+			    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		snprintf(errbuf, errlen, "cannot open journal '%s': %s", path,
+			 j->db ? sqlite3_errmsg(j->db) : "out of memory");
+		goto out_close;
+	}
+	chmod(path, 0600);
+	sqlite3_busy_timeout(j->db, 5000);
+	if (exec(j, "PRAGMA journal_mode=WAL") < 0 ||
+	    exec(j, "PRAGMA synchronous=NORMAL") < 0 ||
+	    exec(j, "PRAGMA foreign_keys=OFF") < 0)
+		goto out_sqlerr;
+	if (sqlite3_prepare_v2(j->db, "PRAGMA user_version", -1, &st, NULL) !=
+	    SQLITE_OK)
+		goto out_sqlerr;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		version = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	if (version > SCHEMA_VERSION) {
+		snprintf(errbuf, errlen,
+			 "journal '%s' was written by a newer spoolfs "
+			 "(schema %d, this one knows %d)", path, version,
+			 SCHEMA_VERSION);
+		goto out_close;
+	}
+	if (exec(j, schema) < 0 ||
+	    exec(j, "PRAGMA user_version=" "1") < 0)
+		goto out_sqlerr;
+	if (prepare(j, &j->st_insert,
+		    "INSERT INTO nodes (" COLS ") VALUES (NULL,"
+		    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)") < 0 ||
+	    prepare(j, &j->st_save,
+		    "REPLACE INTO nodes (" COLS ") VALUES (?,"
+		    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)") < 0 ||
+	    prepare(j, &j->st_delete, "DELETE FROM nodes WHERE id=?") < 0 ||
+	    prepare(j, &j->st_event,
+		    "INSERT INTO events (time_ms, node, dest, path, kind, msg)"
+		    " VALUES (?,?,?,?,?,?)") < 0 ||
+	    prepare(j, &j->st_sync_full, "PRAGMA synchronous=FULL") < 0 ||
+	    prepare(j, &j->st_sync_normal, "PRAGMA synchronous=NORMAL") < 0)
+		goto out_sqlerr;
+	*jp = j;
+	return 0;
+
+out_sqlerr:
+	snprintf(errbuf, errlen, "cannot use journal '%s': %s", path,
+		 sqlite3_errmsg(j->db));
+out_close:
+	spool_journal_close(j);
+	return -1;
+}
+
+void spool_journal_close(struct spool_journal *j)
+{
+	if (!j)
+		return;
+	sqlite3_finalize(j->st_insert);
+	sqlite3_finalize(j->st_save);
+	sqlite3_finalize(j->st_delete);
+	sqlite3_finalize(j->st_event);
+	sqlite3_finalize(j->st_sync_full);
+	sqlite3_finalize(j->st_sync_normal);
+	sqlite3_close(j->db);
+	free(j);
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+	if (s)
+		sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, i);
+}
+
+/* Bind every column of COLS but id, from parameter I on. */
+static void bind_row(sqlite3_stmt *st, const struct spool_row *r, int i)
+{
+
+	sqlite3_bind_int64(st, i++, r->parent);
+	bind_text(st, i++, r->dest);
+	sqlite3_bind_int(st, i++, r->area);
+	bind_text(st, i++, r->name);
+	sqlite3_bind_int(st, i++, r->is_dir);
+	sqlite3_bind_int(st, i++, r->state);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)r->size);
+	sqlite3_bind_int64(st, i++, r->mtime_ns);
+	sqlite3_bind_int64(st, i++, r->ctime_ns);
+	sqlite3_bind_int64(st, i++, r->mode);
+	sqlite3_bind_int64(st, i++, r->uid);
+	sqlite3_bind_int64(st, i++, r->gid);
+	sqlite3_bind_int(st, i++, r->attempts);
+	bind_text(st, i++, r->error);
+	sqlite3_bind_int64(st, i++, r->ready_at);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)r->gen);
+	sqlite3_bind_int(st, i++, r->has_data);
+	bind_text(st, i++, r->target);
+	bind_text(st, i++, r->rdest);
+	bind_text(st, i++, r->rpath);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)r->rgen);
+	sqlite3_bind_int64(st, i++, r->rmtime);
+	bind_text(st, i++, r->rtmp);
+	bind_text(st, i++, r->tmp_dest);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)r->tmp_gen);
+}
+
+static int step_done(sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+
+	if (rc != SQLITE_DONE)
+		log_error("journal: %s", sqlite3_errmsg(sqlite3_db_handle(st)));
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int spool_journal_insert(struct spool_journal *j, struct spool_row *row)
+{
+	bind_row(j->st_insert, row, 1);
+	if (step_done(j->st_insert) < 0)
+		return -1;
+	row->id = sqlite3_last_insert_rowid(j->db);
+	return 0;
+}
+
+int spool_journal_save(struct spool_journal *j, const struct spool_row *row)
+{
+	sqlite3_bind_int64(j->st_save, 1, row->id);
+	bind_row(j->st_save, row, 2);
+	return step_done(j->st_save);
+}
+
+int spool_journal_save_durable(struct spool_journal *j,
+			       const struct spool_row *row)
+{
+	int rc;
+
+	/* Inside a batch the pragma cannot change; the batch's commit is
+	 * what counts then, and callers don't batch durable saves. */
+	if (j->depth == 0)
+		step_done(j->st_sync_full);
+	rc = spool_journal_save(j, row);
+	if (j->depth == 0)
+		step_done(j->st_sync_normal);
+	return rc;
+}
+
+int spool_journal_delete(struct spool_journal *j, int64_t id)
+{
+	sqlite3_bind_int64(j->st_delete, 1, id);
+	return step_done(j->st_delete);
+}
+
+int spool_journal_begin(struct spool_journal *j)
+{
+	if (j->depth++ > 0)
+		return 0;
+	return exec(j, "BEGIN");
+}
+
+int spool_journal_commit(struct spool_journal *j)
+{
+	if (j->depth == 0 || --j->depth > 0)
+		return 0;
+	if (exec(j, "COMMIT") < 0) {
+		exec(j, "ROLLBACK");
+		return -1;
+	}
+	return 0;
+}
+
+int spool_journal_event(struct spool_journal *j, int64_t node, const char *dest,
+			const char *path, const char *kind, const char *msg)
+{
+	struct timespec ts;
+	sqlite3_stmt *st = j->st_event;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)ts.tv_sec * 1000 +
+			   ts.tv_nsec / 1000000);
+	sqlite3_bind_int64(st, 2, node);
+	bind_text(st, 3, dest);
+	bind_text(st, 4, path);
+	bind_text(st, 5, kind);
+	bind_text(st, 6, msg);
+	return step_done(st);
+}
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+	return (const char *)sqlite3_column_text(st, i);
+}
+
+int spool_journal_load(struct spool_journal *j,
+		       int (*fn)(void *arg, const struct spool_row *row),
+		       void *arg)
+{
+	sqlite3_stmt *st;
+	int rc = 0, s;
+
+	if (sqlite3_prepare_v2(j->db, "SELECT " COLS " FROM nodes ORDER BY id",
+			       -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+		struct spool_row r = {
+			.id = sqlite3_column_int64(st, 0),
+			.parent = sqlite3_column_int64(st, 1),
+			.dest = col_text(st, 2),
+			.area = sqlite3_column_int(st, 3),
+			.name = col_text(st, 4),
+			.is_dir = sqlite3_column_int(st, 5),
+			.state = sqlite3_column_int(st, 6),
+			.size = (uint64_t)sqlite3_column_int64(st, 7),
+			.mtime_ns = sqlite3_column_int64(st, 8),
+			.ctime_ns = sqlite3_column_int64(st, 9),
+			.mode = (uint32_t)sqlite3_column_int64(st, 10),
+			.uid = (uint32_t)sqlite3_column_int64(st, 11),
+			.gid = (uint32_t)sqlite3_column_int64(st, 12),
+			.attempts = sqlite3_column_int(st, 13),
+			.error = col_text(st, 14),
+			.ready_at = sqlite3_column_int64(st, 15),
+			.gen = (uint64_t)sqlite3_column_int64(st, 16),
+			.has_data = sqlite3_column_int(st, 17),
+			.target = col_text(st, 18),
+			.rdest = col_text(st, 19),
+			.rpath = col_text(st, 20),
+			.rgen = (uint64_t)sqlite3_column_int64(st, 21),
+			.rmtime = sqlite3_column_int64(st, 22),
+			.rtmp = col_text(st, 23),
+			.tmp_dest = col_text(st, 24),
+			.tmp_gen = (uint64_t)sqlite3_column_int64(st, 25),
+		};
+		rc = fn(arg, &r);
+		if (rc < 0)
+			break;
+	}
+	if (rc == 0 && s != SQLITE_DONE)
+		rc = -1;
+	sqlite3_finalize(st);
+	return rc;
+}

@@ -1,0 +1,2217 @@
+/*
+ * spool.c - the filesystem core: the namespace, local content and the
+ * state of every file, mirrored into the journal.
+ *
+ * The tree lives in memory (struct spool_node, see spool_internal.h for
+ * locking and lifetime) and every change to it is written to the journal
+ * before the call returns.  Content lives in SPOOL/data/ID, one file per
+ * node, named by journal id and never by user path.
+ *
+ * Namespace: "/" lists the destinations; "/DEST" is the main area of a
+ * destination, "/DEST/.failed" its failed area, "/DEST/.pending" a read-only
+ * view of the main area restricted to files not uploaded yet.
+ *
+ * Close: spool_flush() fsyncs the data file (fsync = close), then commits
+ * the file as queued with a durable journal write, and only then returns:
+ * what close() acknowledged survives a crash.
+ */
+#include "spool_internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "../common/log.h"
+
+#define INCOMPLETE_MSG "incomplete: not closed before the daemon stopped"
+
+enum view { VIEW_MAIN, VIEW_PENDING, VIEW_FAILED };
+
+struct loc {
+	struct spool_dest *d;	/* NULL: the mount root */
+	enum view view;
+	const char *rel;	/* path inside the view, "" for its root */
+};
+
+struct spool_handle {
+	struct spool *sp;
+	struct spool_node *node;
+	int fd;
+	bool writable;
+	bool readonly_view;
+};
+
+int64_t spool_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct timespec now_ts(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts;
+}
+
+static int64_t ts_ns(struct timespec ts)
+{
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static struct timespec ns_ts(int64_t ns)
+{
+	struct timespec ts = { ns / 1000000000, ns % 1000000000 };
+
+	return ts;
+}
+
+/* ---- children hash ---------------------------------------------------- */
+
+static uint64_t name_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+	return h;
+}
+
+static struct spool_node *dir_lookup(const struct spool_node *dir,
+				     const char *name, size_t len)
+{
+	char buf[NAME_MAX + 1];
+	struct spool_node *n;
+
+	if (!dir->tabsize || len > NAME_MAX)
+		return NULL;
+	memcpy(buf, name, len);
+	buf[len] = '\0';
+	for (n = dir->tab[name_hash(buf) & (dir->tabsize - 1)]; n; n = n->hnext)
+		if (strcmp(n->name, buf) == 0)
+			return n;
+	return NULL;
+}
+
+static int dir_grow(struct spool_node *dir)
+{
+	size_t size = dir->tabsize ? dir->tabsize * 2 : 16;
+	struct spool_node **tab = calloc(size, sizeof(*tab));
+
+	if (!tab)
+		return -ENOMEM;
+	for (size_t i = 0; i < dir->tabsize; i++) {
+		struct spool_node *n = dir->tab[i], *next;
+
+		for (; n; n = next) {
+			size_t b = name_hash(n->name) & (size - 1);
+
+			next = n->hnext;
+			n->hnext = tab[b];
+			tab[b] = n;
+		}
+	}
+	free(dir->tab);
+	dir->tab = tab;
+	dir->tabsize = size;
+	return 0;
+}
+
+/* ---- counters: pending files per directory, bytes not uploaded -------- */
+
+static bool is_pending(const struct spool_node *n)
+{
+	return !n->is_dir && n->area == SPOOL_AREA_MAIN &&
+	       (n->state == SPOOL_WRITING || n->state == SPOOL_QUEUED ||
+		n->state == SPOOL_UPLOADING);
+}
+
+static uint64_t pend_of(const struct spool_node *n)
+{
+	return n->is_dir ? n->npend : is_pending(n);
+}
+
+static void pend_add(struct spool_node *from, int64_t delta)
+{
+	for (struct spool_node *p = from; p && delta; p = p->parent)
+		p->npend += delta;
+}
+
+static uint64_t charge_of(const struct spool_node *n)
+{
+	if (n->is_dir || !n->has_data || n->state == SPOOL_UPLOADED ||
+	    n->area == SPOOL_AREA_TRASH || !n->linked)
+		return 0;
+	return n->size;
+}
+
+#define UNCHARGE(sp, n) ((sp)->used -= charge_of(n))
+#define CHARGE(sp, n) ((sp)->used += charge_of(n))
+
+static int dir_attach(struct spool *sp, struct spool_node *dir,
+		      struct spool_node *n)
+{
+	size_t b;
+
+	if (dir->nkids + 1 > dir->tabsize * 2 && dir_grow(dir) < 0)
+		return -ENOMEM;
+	b = name_hash(n->name) & (dir->tabsize - 1);
+	n->hnext = dir->tab[b];
+	dir->tab[b] = n;
+	dir->nkids++;
+	n->parent = dir;
+	n->linked = true;
+	pend_add(dir, (int64_t)pend_of(n));
+	CHARGE(sp, n);
+	return 0;
+}
+
+static void dir_detach(struct spool *sp, struct spool_node *n)
+{
+	struct spool_node *dir = n->parent, **pp;
+
+	if (!dir)
+		return;
+	UNCHARGE(sp, n);
+	pend_add(dir, -(int64_t)pend_of(n));
+	for (pp = &dir->tab[name_hash(n->name) & (dir->tabsize - 1)]; *pp;
+	     pp = &(*pp)->hnext) {
+		if (*pp == n) {
+			*pp = n->hnext;
+			break;
+		}
+	}
+	dir->nkids--;
+	n->hnext = NULL;
+	n->parent = NULL;
+	n->linked = false;
+}
+
+/* ---- nodes ------------------------------------------------------------- */
+
+static struct spool_node *node_new(struct spool_dest *d, const char *name,
+				   bool is_dir)
+{
+	struct spool_node *n = calloc(1, sizeof(*n));
+
+	if (!n)
+		return NULL;
+	n->name = strdup(name);
+	if (!n->name) {
+		free(n);
+		return NULL;
+	}
+	n->dest = d;
+	n->is_dir = is_dir;
+	n->rmtime = -1;
+	return n;
+}
+
+static void node_free(struct spool_node *n)
+{
+	if (!n)
+		return;
+	free(n->tab);
+	free(n->name);
+	free(n->error);
+	free(n->rpath);
+	free(n->rtmp);
+	free(n);
+}
+
+void node_put_locked(struct spool *sp, struct spool_node *n)
+{
+	(void)sp;
+	if (--n->refs <= 0 && !n->linked && !n->is_root)
+		node_free(n);
+}
+
+static struct spool_dest *dest_by_name(struct spool *sp, const char *name,
+				       size_t len)
+{
+	for (size_t i = 0; i < sp->ndests; i++) {
+		const char *dn = sp->dests[i].conf->name;
+
+		if (strlen(dn) == len && memcmp(dn, name, len) == 0)
+			return &sp->dests[i];
+	}
+	return NULL;
+}
+
+char *node_relpath_locked(const struct spool_node *n)
+{
+	const struct spool_node *p;
+	size_t len = 0, pos;
+	char *s;
+
+	for (p = n; p && !p->is_root; p = p->parent)
+		len += strlen(p->name) + 1;
+	if (len == 0)
+		return strdup("");
+	len--;			/* no '/' before the first component */
+	s = malloc(len + 1);
+	if (!s)
+		return NULL;
+	pos = len;
+	s[pos] = '\0';
+	for (p = n; p && !p->is_root; p = p->parent) {
+		size_t l = strlen(p->name);
+
+		pos -= l;
+		memcpy(s + pos, p->name, l);
+		if (pos > 0)
+			s[--pos] = '/';
+	}
+	return s;
+}
+
+static bool dest_in_chain(const struct spool_dest *home,
+			  const struct spool_dest *d)
+{
+	const struct spool_dest *p = home;
+
+	for (size_t i = 0; p && i <= home->sp->ndests; i++, p = p->fallback)
+		if (p == d)
+			return true;
+	return false;
+}
+
+bool node_synced_locked(const struct spool_node *n)
+{
+	char *rel;
+	bool same;
+
+	if (!n->rdest || !n->rpath || n->rgen != n->gen ||
+	    !dest_in_chain(n->dest, n->rdest))
+		return false;
+	if (n->meta_gave_up)
+		return true;
+	if (n->rmtime != (int64_t)n->mtime.tv_sec)
+		return false;
+	rel = node_relpath_locked(n);
+	same = rel && strcmp(rel, n->rpath) == 0;
+	free(rel);
+	return same;
+}
+
+struct spool_dest *node_job_dest_locked(const struct spool_node *n)
+{
+	if (n->area == SPOOL_AREA_TRASH)
+		return n->tmp_dest && n->rtmp ? n->tmp_dest : n->rdest;
+	if (n->rdest && n->rgen == n->gen && dest_in_chain(n->dest, n->rdest))
+		return n->rdest;
+	return n->target ? n->target : n->dest;
+}
+
+static void node_to_row(const struct spool_node *n, struct spool_row *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->id = n->id;
+	r->parent = n->parent && !n->parent->is_root ? n->parent->id : 0;
+	r->dest = n->dest->conf->name;
+	r->area = n->area;
+	r->name = n->name;
+	r->is_dir = n->is_dir;
+	r->state = n->state;
+	r->size = n->size;
+	r->mtime_ns = ts_ns(n->mtime);
+	r->ctime_ns = ts_ns(n->ctime);
+	r->mode = n->mode;
+	r->uid = n->uid;
+	r->gid = n->gid;
+	r->attempts = n->attempts;
+	r->error = n->error;
+	r->ready_at = n->ready_at;
+	r->gen = n->gen;
+	r->has_data = n->has_data;
+	r->target = n->target ? n->target->conf->name : NULL;
+	r->rdest = n->rdest ? n->rdest->conf->name : NULL;
+	r->rpath = n->rpath;
+	r->rgen = n->rgen;
+	r->rmtime = n->rmtime;
+	r->rtmp = n->rtmp;
+	r->tmp_dest = n->tmp_dest ? n->tmp_dest->conf->name : NULL;
+	r->tmp_gen = n->tmp_gen;
+}
+
+void node_save_locked(struct spool *sp, struct spool_node *n)
+{
+	struct spool_row r;
+
+	if (n->is_root || !n->id)
+		return;
+	node_to_row(n, &r);
+	if (spool_journal_save(sp->j, &r) < 0)
+		log_error("journal: cannot save '%s': %s", n->name,
+			  spool_journal_errmsg(sp->j));
+}
+
+static int node_save_durable_locked(struct spool *sp, struct spool_node *n)
+{
+	struct spool_row r;
+
+	node_to_row(n, &r);
+	if (sp->cfg->fsync == SPOOLFS_FSYNC_CLOSE) {
+		if (spool_journal_save_durable(sp->j, &r) < 0)
+			return spool_journal_errno(sp->j);
+	} else if (spool_journal_save(sp->j, &r) < 0) {
+		return spool_journal_errno(sp->j);
+	}
+	return 0;
+}
+
+void node_set_state_locked(struct spool *sp, struct spool_node *n, int state)
+{
+	int64_t before = (int64_t)is_pending(n);
+
+	UNCHARGE(sp, n);
+	n->state = state;
+	CHARGE(sp, n);
+	if (n->parent)
+		pend_add(n->parent, (int64_t)is_pending(n) - before);
+}
+
+void node_set_error_locked(struct spool_node *n, const char *msg)
+{
+	free(n->error);
+	n->error = msg && *msg ? strdup(msg) : NULL;
+}
+
+void spool_event_locked(struct spool *sp, struct spool_node *n,
+			const char *dest, const char *kind, const char *msg)
+{
+	char *rel = node_relpath_locked(n);
+
+	spool_journal_event(sp->j, n->id, dest ? dest : n->dest->conf->name,
+			    rel ? rel : n->name, kind, msg);
+	free(rel);
+}
+
+int spool_data_open(struct spool *sp, int64_t id, int flags)
+{
+	char name[32];
+
+	snprintf(name, sizeof(name), "%" PRId64, id);
+	return openat(sp->datafd, name, flags | O_CLOEXEC, 0600);
+}
+
+static void data_unlink(struct spool *sp, int64_t id)
+{
+	char name[32];
+
+	snprintf(name, sizeof(name), "%" PRId64, id);
+	if (unlinkat(sp->datafd, name, 0) < 0 && errno != ENOENT)
+		log_warn("cannot remove spool file '%s/data/%s': %m", sp->dir,
+			 name);
+}
+
+void node_free_data_locked(struct spool *sp, struct spool_node *n)
+{
+	if (!n->has_data)
+		return;
+	UNCHARGE(sp, n);
+	n->has_data = false;
+	data_unlink(sp, n->id);
+}
+
+void node_drop_locked(struct spool *sp, struct spool_node *n)
+{
+	queue_remove_locked(n);
+	spool_journal_delete(sp->j, n->id);
+	dir_detach(sp, n);
+}
+
+void node_requeue_locked(struct spool *sp, struct spool_node *n)
+{
+	if (n->is_dir || n->busy)
+		return;
+	if (n->area == SPOOL_AREA_TRASH) {
+		queue_add_locked(node_job_dest_locked(n), n);
+		return;
+	}
+	if (n->area == SPOOL_AREA_FAILED) {
+		queue_remove_locked(n);
+		node_set_state_locked(sp, n, SPOOL_FAILED);
+		return;
+	}
+	if (n->state == SPOOL_WRITING) {
+		queue_remove_locked(n);
+		return;
+	}
+	if (node_synced_locked(n)) {
+		queue_remove_locked(n);
+		node_set_state_locked(sp, n, SPOOL_UPLOADED);
+		return;
+	}
+	if (n->state != SPOOL_QUEUED) {
+		node_set_state_locked(sp, n, SPOOL_QUEUED);
+		if (n->ready_at > spool_now_ms() + 1000 && n->attempts == 0)
+			n->ready_at = spool_now_ms();
+	}
+	queue_add_locked(node_job_dest_locked(n), n);
+	pthread_cond_broadcast(&sp->cond);
+}
+
+/* Find or create the directory REL (may be "") in an area of D. */
+static struct spool_node *area_mkdirs_locked(struct spool *sp,
+					     struct spool_dest *d, int area,
+					     const char *rel)
+{
+	struct spool_node *dir = d->root[area];
+	const char *p = rel;
+
+	while (*p) {
+		const char *e = strchrnul(p, '/');
+		struct spool_node *k = dir_lookup(dir, p, (size_t)(e - p));
+
+		if (!k) {
+			char *name = strndup(p, (size_t)(e - p));
+			struct spool_row r;
+
+			if (!name)
+				return NULL;
+			k = node_new(d, name, true);
+			free(name);
+			if (!k)
+				return NULL;
+			k->area = area;
+			k->mode = 0755;
+			k->uid = sp->uid;
+			k->gid = sp->gid;
+			k->mtime = k->ctime = now_ts();
+			k->parent = dir;
+			node_to_row(k, &r);
+			if (spool_journal_insert(sp->j, &r) < 0 ||
+			    dir_attach(sp, dir, k) < 0) {
+				node_free(k);
+				return NULL;
+			}
+			k->id = r.id;
+		} else if (!k->is_dir) {
+			return NULL;
+		}
+		dir = k;
+		p = *e ? e + 1 : e;
+	}
+	return dir;
+}
+
+void node_trash_tmp_locked(struct spool *sp, struct spool_node *n)
+{
+	struct spool_node *t;
+	struct spool_row r;
+
+	if (!n->rtmp || !n->tmp_dest)
+		return;
+	t = node_new(n->dest, n->name, false);
+	if (!t)
+		return;
+	t->area = SPOOL_AREA_TRASH;
+	t->state = SPOOL_QUEUED;
+	t->rtmp = n->rtmp;
+	t->tmp_dest = n->tmp_dest;
+	t->tmp_gen = n->tmp_gen;
+	t->ready_at = spool_now_ms();
+	n->rtmp = NULL;
+	n->tmp_dest = NULL;
+	t->parent = sp->trash;
+	node_to_row(t, &r);
+	if (spool_journal_insert(sp->j, &r) < 0 ||
+	    dir_attach(sp, sp->trash, t) < 0) {
+		node_free(t);
+		return;
+	}
+	t->id = r.id;
+	node_requeue_locked(sp, t);
+}
+
+void node_fail_locked(struct spool *sp, struct spool_node *n, const char *msg)
+{
+	char *rel = node_relpath_locked(n), *slash;
+	struct spool_node *fdir = NULL, *old;
+
+	queue_remove_locked(n);
+	node_set_error_locked(n, msg);
+	n->target = NULL;
+	node_trash_tmp_locked(sp, n);
+	if (rel && n->area == SPOOL_AREA_MAIN) {
+		slash = strrchr(rel, '/');
+		if (slash)
+			*slash = '\0';
+		fdir = area_mkdirs_locked(sp, n->dest, SPOOL_AREA_FAILED,
+					  slash ? rel : "");
+	}
+	spool_journal_begin(sp->j);
+	if (fdir) {
+		old = dir_lookup(fdir, n->name, strlen(n->name));
+		if (old && !old->is_dir) {
+			/* an older failed copy of the same path: superseded */
+			UNCHARGE(sp, old);
+			dir_detach(sp, old);
+			queue_remove_locked(old);
+			spool_journal_delete(sp->j, old->id);
+			if (old->has_data)
+				data_unlink(sp, old->id);
+			old->has_data = false;
+			old->refs++;
+			node_put_locked(sp, old);
+		} else if (old) {
+			fdir = NULL;	/* a directory is in the way */
+		}
+	}
+	if (fdir) {
+		dir_detach(sp, n);
+		n->area = SPOOL_AREA_FAILED;
+		n->state = SPOOL_FAILED;
+		dir_attach(sp, fdir, n);
+	} else {
+		node_set_state_locked(sp, n, SPOOL_FAILED);
+	}
+	node_save_locked(sp, n);
+	spool_journal_commit(sp->j);
+	free(rel);
+}
+
+/* ---- path resolution ---------------------------------------------------- */
+
+static int parse_path(struct spool *sp, const char *path, struct loc *l)
+{
+	const char *p = path, *e;
+
+	memset(l, 0, sizeof(*l));
+	while (*p == '/')
+		p++;
+	l->rel = "";
+	if (!*p)
+		return 0;
+	e = strchrnul(p, '/');
+	l->d = dest_by_name(sp, p, (size_t)(e - p));
+	if (!l->d)
+		return -ENOENT;
+	p = e;
+	while (*p == '/')
+		p++;
+	e = strchrnul(p, '/');
+	if ((size_t)(e - p) == 8 && memcmp(p, ".pending", 8) == 0) {
+		l->view = VIEW_PENDING;
+		p = e;
+	} else if ((size_t)(e - p) == 7 && memcmp(p, ".failed", 7) == 0) {
+		l->view = VIEW_FAILED;
+		p = e;
+	}
+	while (*p == '/')
+		p++;
+	l->rel = p;
+	return 0;
+}
+
+static bool visible(const struct spool_node *n, enum view v)
+{
+	if (v != VIEW_PENDING)
+		return true;
+	return n->is_dir ? n->npend > 0 : is_pending(n);
+}
+
+static struct spool_node *view_root(const struct loc *l)
+{
+	return l->d->root[l->view == VIEW_FAILED ? SPOOL_AREA_FAILED :
+			  SPOOL_AREA_MAIN];
+}
+
+/* Walk l->rel; returns the node or NULL with *err set. */
+static struct spool_node *lookup(const struct loc *l, int *err)
+{
+	struct spool_node *n = view_root(l);
+	const char *p = l->rel;
+
+	while (*p) {
+		const char *e = strchrnul(p, '/');
+
+		if (!n->is_dir) {
+			*err = -ENOTDIR;
+			return NULL;
+		}
+		n = dir_lookup(n, p, (size_t)(e - p));
+		if (!n || !visible(n, l->view)) {
+			*err = -ENOENT;
+			return NULL;
+		}
+		p = *e ? e + 1 : e;
+	}
+	return n;
+}
+
+/* Split l->rel into its parent directory node and the last name. */
+static struct spool_node *lookup_parent(const struct loc *l, const char **name,
+					int *err)
+{
+	const char *slash = strrchr(l->rel, '/');
+	struct loc pl = *l;
+	char *prel;
+	struct spool_node *dir;
+
+	if (!*l->rel) {
+		*err = -EEXIST;
+		return NULL;
+	}
+	if (!slash) {
+		*name = l->rel;
+		return view_root(l);
+	}
+	*name = slash + 1;
+	prel = strndup(l->rel, (size_t)(slash - l->rel));
+	if (!prel) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	pl.rel = prel;
+	dir = lookup(&pl, err);
+	free(prel);
+	if (dir && !dir->is_dir) {
+		*err = -ENOTDIR;
+		return NULL;
+	}
+	return dir;
+}
+
+/* ---- attributes ---------------------------------------------------------- */
+
+static void virtual_dir_stat(struct spool *sp, struct stat *st, mode_t mode)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_mode = S_IFDIR | mode;
+	st->st_nlink = 2;
+	st->st_uid = sp->uid;
+	st->st_gid = sp->gid;
+	st->st_size = 4096;
+	st->st_blksize = 4096;
+}
+
+static void node_stat(struct spool *sp, const struct spool_node *n,
+		      enum view v, struct stat *st)
+{
+	if (n->is_root) {
+		virtual_dir_stat(sp, st, v == VIEW_PENDING ? 0555 : 0755);
+		st->st_mtim = st->st_ctim = st->st_atim = n->mtime;
+		return;
+	}
+	memset(st, 0, sizeof(*st));
+	st->st_uid = n->uid;
+	st->st_gid = n->gid;
+	st->st_mtim = n->mtime;
+	st->st_atim = n->mtime;
+	st->st_ctim = n->ctime;
+	if (n->is_dir) {
+		st->st_mode = S_IFDIR | (n->mode & 07777);
+		st->st_nlink = 2;
+		st->st_size = 4096;
+		st->st_blksize = 4096;
+	} else {
+		st->st_mode = S_IFREG | (n->mode & 07777);
+		st->st_nlink = 1;
+		st->st_size = (off_t)n->size;
+		st->st_blocks = (blkcnt_t)((n->size + 511) / 512);
+		/* big writes from cp and friends: fewer FUSE round trips */
+		st->st_blksize = 1 << 20;
+	}
+	if (v == VIEW_PENDING)
+		st->st_mode &= ~(mode_t)0222;
+}
+
+int spool_getattr(struct spool *sp, const char *path, struct stat *st)
+{
+	struct spool_node *n;
+	struct loc l;
+	int rc;
+
+	pthread_mutex_lock(&sp->lock);
+	rc = parse_path(sp, path, &l);
+	if (rc < 0)
+		goto out;
+	if (!l.d) {
+		virtual_dir_stat(sp, st, 0755);
+		goto out;
+	}
+	n = lookup(&l, &rc);
+	if (n) {
+		node_stat(sp, n, l.view, st);
+		rc = 0;
+	}
+out:
+	pthread_mutex_unlock(&sp->lock);
+	return rc;
+}
+
+int spool_readdir(struct spool *sp, const char *path, spool_fill_fn fill,
+		  void *ctx)
+{
+	struct spool_node *dir;
+	struct stat st;
+	struct loc l;
+	int rc;
+
+	pthread_mutex_lock(&sp->lock);
+	rc = parse_path(sp, path, &l);
+	if (rc < 0)
+		goto out;
+	virtual_dir_stat(sp, &st, 0755);
+	fill(ctx, ".", &st);
+	fill(ctx, "..", &st);
+	if (!l.d) {
+		for (size_t i = 0; i < sp->ndests; i++)
+			fill(ctx, sp->dests[i].conf->name, &st);
+		goto out;
+	}
+	dir = lookup(&l, &rc);
+	if (!dir)
+		goto out;
+	if (!dir->is_dir) {
+		rc = -ENOTDIR;
+		goto out;
+	}
+	rc = 0;
+	if (l.view == VIEW_MAIN && !*l.rel) {
+		virtual_dir_stat(sp, &st, 0555);
+		fill(ctx, ".pending", &st);
+		virtual_dir_stat(sp, &st, 0755);
+		fill(ctx, ".failed", &st);
+	}
+	for (size_t b = 0; b < dir->tabsize; b++) {
+		for (struct spool_node *k = dir->tab[b]; k; k = k->hnext) {
+			if (!visible(k, l.view))
+				continue;
+			node_stat(sp, k, l.view, &st);
+			if (fill(ctx, k->name, &st))
+				goto out;
+		}
+	}
+out:
+	pthread_mutex_unlock(&sp->lock);
+	return rc;
+}
+
+/* Resolve a path that must name a node a user may change.  Dest roots and
+ * view roots come back as the root node with *is_root set. */
+static struct spool_node *lookup_mutable(struct spool *sp, const char *path,
+					 struct loc *l, int *err)
+{
+	struct spool_node *n;
+
+	*err = parse_path(sp, path, l);
+	if (*err < 0)
+		return NULL;
+	if (!l->d || l->view == VIEW_PENDING) {
+		*err = -EACCES;
+		return NULL;
+	}
+	n = lookup(l, err);
+	return n;
+}
+
+int spool_mkdir(struct spool *sp, const char *path, mode_t mode, uid_t uid,
+		gid_t gid)
+{
+	struct spool_node *dir, *n;
+	const char *name;
+	struct spool_row r;
+	struct loc l;
+	int rc;
+
+	pthread_mutex_lock(&sp->lock);
+	rc = parse_path(sp, path, &l);
+	if (rc < 0)
+		goto out;
+	if (!l.d || l.view != VIEW_MAIN) {
+		rc = -EACCES;
+		goto out;
+	}
+	dir = lookup_parent(&l, &name, &rc);
+	if (!dir)
+		goto out;
+	if (dir_lookup(dir, name, strlen(name))) {
+		rc = -EEXIST;
+		goto out;
+	}
+	n = node_new(l.d, name, true);
+	if (!n) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	n->mode = mode & 07777;
+	n->uid = uid;
+	n->gid = gid;
+	n->mtime = n->ctime = now_ts();
+	n->parent = dir;
+	node_to_row(n, &r);
+	if (spool_journal_insert(sp->j, &r) < 0) {
+		rc = spool_journal_errno(sp->j);
+		node_free(n);
+		goto out;
+	}
+	n->id = r.id;
+	rc = dir_attach(sp, dir, n);
+	if (rc < 0) {
+		spool_journal_delete(sp->j, n->id);
+		node_free(n);
+		goto out;
+	}
+	dir->mtime = dir->ctime = n->mtime;
+out:
+	pthread_mutex_unlock(&sp->lock);
+	return rc;
+}
+
+int spool_rmdir(struct spool *sp, const char *path)
+{
+	struct spool_node *n;
+	struct loc l;
+	int rc;
+
+	pthread_mutex_lock(&sp->lock);
+	n = lookup_mutable(sp, path, &l, &rc);
+	if (!n)
+		goto out;
+	if (!n->is_dir) {
+		rc = -ENOTDIR;
+		goto out;
+	}
+	if (n->is_root) {
+		rc = -EACCES;
+		goto out;
+	}
+	if (n->nkids) {
+		rc = -ENOTEMPTY;
+		goto out;
+	}
+	if (spool_journal_delete(sp->j, n->id) < 0) {
+		rc = spool_journal_errno(sp->j);
+		goto out;
+	}
+	dir_detach(sp, n);
+	n->refs++;
+	node_put_locked(sp, n);
+	rc = 0;
+out:
+	pthread_mutex_unlock(&sp->lock);
+	return rc;
+}
+
+/* Forget a file: cancel its upload, free its content.  A partial upload
+ * on a server (and, with delete_remote, the uploaded copy) is removed by a
+ * worker through the trash area. */
+static void file_unlink_locked(struct spool *sp, struct spool_node *n)
+{
+	bool del_remote = n->area == SPOOL_AREA_MAIN && n->rdest &&
+			  n->dest->conf->delete_remote;
+
+	queue_remove_locked(n);
+	dir_detach(sp, n);
+	n->gen++;		/* cancels a running upload */
+	if (n->has_data) {
+		data_unlink(sp, n->id);
+		n->has_data = false;
+	}
+	if (!del_remote) {
+		free(n->rpath);
+		n->rpath = NULL;
+		n->rdest = NULL;
+	}
+	if (n->rtmp || del_remote) {
+		n->area = SPOOL_AREA_TRASH;
+		n->attempts = 0;
+		n->ready_at = spool_now_ms();
+		dir_attach(sp, sp->trash, n);
+		node_save_locked(sp, n);
+		node_requeue_locked(sp, n);
+		return;
+	}
+	spool_journal_delete(sp->j, n->id);
+	n->refs++;
+	node_put_locked(sp, n);
+}
+
+int spool_unlink(struct spool *sp, const char *path)
+{
+	struct spool_node *n;
+	struct loc l;
+	int rc;
+
+	pthread_mutex_lock(&sp->lock);
+	n = lookup_mutable(sp, path, &l, &rc);
+	if (!n)
+		goto out;
+	if (n->is_dir) {
+		rc = n->is_root ? -EACCES : -EISDIR;
+		goto out;
+	}
+	if (n->parent) {
+		n->parent->mtime = n->parent->ctime = now_ts();
+	}
+	file_unlink_locked(sp, n);
+	rc = 0;
+out:
+	pthread_mutex_unlock(&sp->lock);
+	return rc;
+}
+
+/* After a move: every file beneath N is re-evaluated (and, when it came
+ * out of .failed or changed destination, retried from scratch). */
+static void subtree_moved_locked(struct spool *sp, struct spool_node *n,
+				 bool fresh_start)
+{
+	if (n->is_dir) {
+		for (size_t b = 0; b < n->tabsize; b++)
+			for (struct spool_node *k = n->tab[b]; k; k = k->hnext)
+				subtree_moved_locked(sp, k, fresh_start);
+		node_save_locked(sp, n);
+		return;
+	}
+	n->meta_gave_up = false;
+	if (fresh_start) {
+		n->attempts = 0;
+		n->target = NULL;
+		node_set_error_locked(n, NULL);
+		n->ready_at = spool_now_ms();
+		if (n->state == SPOOL_FAILED)
+			node_set_state_locked(sp, n, SPOOL_QUEUED);
+	}
+	node_requeue_locked(sp, n);
+	node_save_locked(sp, n);
+}
+
+static void set_subtree_home(struct spool_node *n, struct spool_dest *d,
+			     int area)
+{
+	n->dest = d;
+	n->area = area;
+	if (n->is_dir)
+		for (size_t b = 0; b < n->tabsize; b++)
+			for (struct spool_node *k = n->tab[b]; k; k = k->hnext)
+				set_subtree_home(k, d, area);
+}
+
+static bool subtree_all_local(const struct spool_node *n)
+{
+	if (!n->is_dir)
+		return n->has_data;
+	for (size_t b = 0; b < n->tabsize; b++)
+		for (struct spool_node *k = n->tab[b]; k; k = k->hnext)
+			if (!subtree_all_local(k))
+				return false;
+	return true;
+}
+
+/* Remove directories of the failed area left empty by a move. */
+static void prune_failed_dirs_locked(struct spool *sp, struct spool_node *dir)
+{
+	while (dir && !dir->is_root && dir->area == SPOOL_AREA_FAILED &&
+	       dir->nkids == 0) {
+		struct spool_node *up = dir->parent;
+
+		spool_journal_delete(sp->j, dir->id);
+		dir_detach(sp, dir);
+		dir->refs++;
+		node_put_locked(sp, dir);
+		dir = up;
+	}
+}
+
+int spool_rename(struct spool *sp, const char *from, const char *to,
+		 unsigned int flags)
+{
+	struct spool_node *src, *tdir, *old, *oldparent;
+	struct loc lf, lt;
+	const char *tname;
+	bool fresh;
+	char *newname;
+	int rc;
+
+	if (flags & ~(unsigned int)RENAME_NOREPLACE)
+		return -EINVAL;
+	pthread_mutex_lock(&sp->lock);
+	src = lookup_mutable(sp, from, &lf, &rc);
+	if (!src)
+		goto out;
+	rc = parse_path(sp, to, &lt);
+	if (rc < 0)
+		goto out;
+	if (src->is_root || !lt.d || lt.view != VIEW_MAIN) {
+		rc = -EACCES;
+		goto out;
+	}
+	tdir = lookup_parent(&lt, &tname, &rc);
+	if (!tdir)
+		goto out;
+	if (!*tname) {
+		rc = -EACCES;
+		goto out;
+	}
+	for (struct spool_node *p = tdir; p; p = p->parent) {
+		if (p == src) {
+			rc = -EINVAL;
+			goto out;
+		}
+	}
+	if (lf.d != lt.d && !subtree_all_local(src)) {
+		/* content only on the server: let mv copy it across */
+		rc = -EXDEV;
+		goto out;
+	}
+	old = dir_lookup(tdir, tname, strlen(tname));
+	if (old == src) {
+		rc = 0;
+		goto out;
+	}
+	if (old) {
+		if (flags & RENAME_NOREPLACE) {
+			rc = -EEXIST;
+			goto out;
+		}
+		if (old->is_dir && !src->is_dir) {
+			rc = -EISDIR;
+			goto out;
+		}
+		if (!old->is_dir && src->is_dir) {
+			rc = -ENOTDIR;
+			goto out;
+		}
+		if (old->is_dir && old->nkids) {
+			rc = -ENOTEMPTY;
+			goto out;
+		}
+	}
+	newname = strdup(tname);
+	if (!newname) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	spool_journal_begin(sp->j);
+	if (old && old->is_dir) {
+		spool_journal_delete(sp->j, old->id);
+		dir_detach(sp, old);
+		old->refs++;
+		node_put_locked(sp, old);
+	} else if (old) {
+		file_unlink_locked(sp, old);
+	}
+	fresh = lf.view == VIEW_FAILED || lf.d != lt.d;
+	oldparent = src->parent;
+	dir_detach(sp, src);
+	free(src->name);
+	src->name = newname;
+	set_subtree_home(src, lt.d, SPOOL_AREA_MAIN);
+	rc = dir_attach(sp, tdir, src);
+	oldparent->mtime = oldparent->ctime = now_ts();
+	tdir->mtime = tdir->ctime = oldparent->mtime;
+	src->ctime = oldparent->mtime;
+	subtree_moved_locked(sp, src, fresh);
+	if (lf.view == VIEW_FAILED)
+		prune_failed_dirs_locked(sp, oldparent);
+	if (spool_journal_commit(sp->j) < 0)
+		rc = spool_journal_errno(sp->j);
+out:
+	pthread_mutex_unlock(&sp->lock);
+	return rc;
+}
+
+static int setattr_common(struct spool *sp, const char *path,
+			  void (*apply)(struct spool_node *n, const void *arg),
+			  const void *arg)
+{
+	struct spool_node *n;
+	struct loc l;
+	int rc;
+
+	pthread_mutex_lock(&sp->lock);
+	n = lookup_mutable(sp, path, &l, &rc);
+	if (!n)
+		goto out;
+	rc = 0;
+	if (n->is_root)		/* rsync sets times on the dest root: accept */
+		goto out;
+	apply(n, arg);
+	n->ctime = now_ts();
+	if (!n->is_dir && !n->busy && n->state == SPOOL_UPLOADED) {
+		n->meta_gave_up = false;
+		node_requeue_locked(sp, n);
+	}
+	node_save_locked(sp, n);
+out:
+	pthread_mutex_unlock(&sp->lock);
+	return rc;
+}
+
+static void apply_mode(struct spool_node *n, const void *arg)
+{
+	n->mode = *(const mode_t *)arg & 07777;
+}
+
+int spool_chmod(struct spool *sp, const char *path, mode_t mode)
+{
+	return setattr_common(sp, path, apply_mode, &mode);
+}
+
+struct owner {
+	uid_t uid;
+	gid_t gid;
+};
+
+static void apply_owner(struct spool_node *n, const void *arg)
+{
+	const struct owner *o = arg;
+
+	if (o->uid != (uid_t)-1)
+		n->uid = o->uid;
+	if (o->gid != (gid_t)-1)
+		n->gid = o->gid;
+}
+
+int spool_chown(struct spool *sp, const char *path, uid_t uid, gid_t gid)
+{
+	struct owner o = { uid, gid };
+
+	return setattr_common(sp, path, apply_owner, &o);
+}
+
+static void apply_times(struct spool_node *n, const void *arg)
+{
+	const struct timespec *tv = arg;
+
+	if (tv[1].tv_nsec == UTIME_NOW)
+		n->mtime = now_ts();
+	else if (tv[1].tv_nsec != UTIME_OMIT)
+		n->mtime = tv[1];
+}
+
+int spool_utimens(struct spool *sp, const char *path,
+		  const struct timespec tv[2])
+{
+	return setattr_common(sp, path, apply_times, tv);
+}
+
+int spool_statfs(struct spool *sp, struct statvfs *st)
+{
+	uint64_t max = sp->cfg->max_size, used;
+
+	if (statvfs(sp->dir, st) < 0)
+		return -errno;
+	st->f_namemax = NAME_MAX;
+	if (!max || !st->f_frsize)
+		return 0;
+	pthread_mutex_lock(&sp->lock);
+	used = sp->used;
+	pthread_mutex_unlock(&sp->lock);
+	st->f_blocks = max / st->f_frsize;
+	if (used >= max) {
+		st->f_bfree = st->f_bavail = 0;
+	} else {
+		fsblkcnt_t left = (max - used) / st->f_frsize;
+
+		if (left < st->f_bavail)
+			st->f_bavail = left;
+		if (left < st->f_bfree)
+			st->f_bfree = left;
+	}
+	return 0;
+}
+
+/* ---- content -------------------------------------------------------------- */
+
+/* The file's content is about to change: cancel an upload in progress,
+ * leave the queue until the next close commits it again. */
+static int content_changed_locked(struct spool *sp, struct spool_node *n)
+{
+	n->wseq++;
+	n->mtime = n->ctime = now_ts();
+	if (n->state == SPOOL_WRITING)
+		return 0;
+	queue_remove_locked(n);
+	n->gen++;
+	n->attempts = 0;
+	n->target = NULL;
+	n->meta_gave_up = false;
+	node_set_error_locked(n, NULL);
+	node_set_state_locked(sp, n, SPOOL_WRITING);
+	node_save_locked(sp, n);
+	return 0;
+}
+
+static struct spool_handle *handle_new(struct spool *sp, struct spool_node *n,
+				       int fd, bool writable)
+{
+	struct spool_handle *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		return NULL;
+	h->sp = sp;
+	h->node = n;
+	h->fd = fd;
+	h->writable = writable;
+	n->refs++;
+	n->openers++;
+	if (writable)
+		n->writers++;
+	return h;
+}
+
+int spool_create(struct spool *sp, const char *path, mode_t mode, uid_t uid,
+		 gid_t gid, int flags, struct spool_handle **hp)
+{
+	struct spool_node *dir, *n;
+	struct spool_row r;
+	const char *name;
+	struct loc l;
+	int rc, fd;
+
+	pthread_mutex_lock(&sp->lock);
+	rc = parse_path(sp, path, &l);
+	if (rc < 0)
+		goto out;
+	if (!l.d || l.view != VIEW_MAIN) {
+		rc = -EACCES;
+		goto out;
+	}
+	dir = lookup_parent(&l, &name, &rc);
+	if (!dir)
+		goto out;
+	n = dir_lookup(dir, name, strlen(name));
+	if (n) {
+		pthread_mutex_unlock(&sp->lock);
+		if (flags & O_EXCL)
+			return -EEXIST;
+		return spool_open_file(sp, path, flags, hp);
+	}
+	n = node_new(l.d, name, false);
+	if (!n) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	n->mode = mode & 07777;
+	n->uid = uid;
+	n->gid = gid;
+	n->mtime = n->ctime = now_ts();
+	n->state = SPOOL_WRITING;
+	n->gen = 1;
+	n->has_data = true;
+	n->ready_at = spool_now_ms();
+	n->parent = dir;
+	node_to_row(n, &r);
+	if (spool_journal_insert(sp->j, &r) < 0) {
+		rc = spool_journal_errno(sp->j);
+		node_free(n);
+		goto out;
+	}
+	n->id = r.id;
+	fd = spool_data_open(sp, n->id, O_RDWR | O_CREAT | O_TRUNC);
+	if (fd < 0) {
+		rc = -errno;
+		spool_journal_delete(sp->j, n->id);
+		node_free(n);
+		goto out;
+	}
+	rc = dir_attach(sp, dir, n);
+	if (rc < 0) {
+		close(fd);
+		data_unlink(sp, n->id);
+		spool_journal_delete(sp->j, n->id);
+		node_free(n);
+		goto out;
+	}
+	dir->mtime = dir->ctime = n->mtime;
+	*hp = handle_new(sp, n, fd, true);
+	if (!*hp) {
+		close(fd);
+		rc = -ENOMEM;
+	}
+out:
+	pthread_mutex_unlock(&sp->lock);
+	return rc;
+}
+
+/* Fetch an uploaded file's content back from its destination.  Called and
+ * returns with the lock held; drops it for the transfer. */
+static int fetch_locked(struct spool *sp, struct spool_node *n)
+{
+	const struct spoolfs_dest *dc;
+	struct spoolfs_error err;
+	struct spoolfs_conn *conn;
+	char *rpath, tmpname[48];
+	uint64_t gen = n->gen;
+	int fd, rc = 0;
+
+	while (n->fetching)
+		pthread_cond_wait(&sp->cond, &sp->lock);
+	if (n->has_data)
+		return 0;
+	if (!n->rdest || !n->rpath)
+		return -EIO;
+	dc = n->rdest->conf;
+	rpath = strdup(n->rpath);
+	if (!rpath)
+		return -ENOMEM;
+	n->fetching = true;
+	n->refs++;
+	pthread_mutex_unlock(&sp->lock);
+
+	snprintf(tmpname, sizeof(tmpname), "%" PRId64 ".fetch", n->id);
+	fd = openat(sp->datafd, tmpname, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
+		    0600);
+	if (fd < 0) {
+		rc = -errno;
+		goto out_lock;
+	}
+	conn = spoolfs_conn_open(dc, &err);
+	if (!conn || spoolfs_conn_get(conn, rpath, fd, NULL, NULL, &err) < 0) {
+		log_error("%s: cannot read back '%s' from the server: %s",
+			  dc->name, rpath, err.msg);
+		rc = spoolfs_err_to_errno(err.code);
+		if (rc == -ENOENT)
+			rc = -EIO;
+	}
+	spoolfs_conn_close(conn);
+	close(fd);
+
+out_lock:
+	pthread_mutex_lock(&sp->lock);
+	if (rc == 0 && n->gen == gen && !n->has_data) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "%" PRId64, n->id);
+		if (renameat(sp->datafd, tmpname, sp->datafd, name) < 0) {
+			rc = -errno;
+		} else {
+			UNCHARGE(sp, n);
+			n->has_data = true;
+			CHARGE(sp, n);
+		}
+	}
+	if (rc < 0 || !n->has_data)
+		unlinkat(sp->datafd, tmpname, 0);
+	n->fetching = false;
+	pthread_cond_broadcast(&sp->cond);
+	free(rpath);
+	node_put_locked(sp, n);
+	return rc;
+}
+
+int spool_open_file(struct spool *sp, const char *path, int flags,
+		    struct spool_handle **hp)
+{
+	bool writable = (flags & O_ACCMODE) != O_RDONLY;
+	bool trunc = writable && (flags & O_TRUNC);
+	struct spool_node *n;
+	struct loc l;
+	int rc, fd = -1;
+
+	pthread_mutex_lock(&sp->lock);
+	rc = parse_path(sp, path, &l);
+	if (rc < 0)
+		goto out;
+	if (!l.d) {
+		rc = -EISDIR;
+		goto out;
+	}
+	n = lookup(&l, &rc);
+	if (!n)
+		goto out;
+	if (n->is_dir) {
+		rc = -EISDIR;
+		goto out;
+	}
+	if (writable && l.view != VIEW_MAIN) {
+		rc = -EACCES;
+		goto out;
+	}
+	n->refs++;		/* n may be unlinked while we fetch */
+	if (!n->has_data) {
+		if (trunc) {
+			fd = spool_data_open(sp, n->id,
+					     O_RDWR | O_CREAT | O_TRUNC);
+			if (fd < 0) {
+				rc = -errno;
+				goto out_put;
+			}
+			n->has_data = true;
+		} else {
+			rc = fetch_locked(sp, n);
+			if (rc < 0)
+				goto out_put;
+		}
+	}
+	if (!n->linked) {
+		rc = -ENOENT;
+		goto out_put;
+	}
+	if (fd < 0)
+		fd = spool_data_open(sp, n->id, writable ? O_RDWR : O_RDONLY);
+	if (fd < 0) {
+		rc = -errno;
+		log_error("%s: spool copy of '%s' is missing: %m",
+			  n->dest->conf->name, n->name);
+		goto out_put;
+	}
+	if (trunc) {
+		content_changed_locked(sp, n);
+		if (ftruncate(fd, 0) < 0) {
+			rc = -errno;
+			goto out_put;
+		}
+		UNCHARGE(sp, n);
+		n->size = 0;
+		CHARGE(sp, n);
+	}
+	*hp = handle_new(sp, n, fd, writable);
+	if (!*hp)
+		rc = -ENOMEM;
+	else
+		fd = -1;
+out_put:
+	if (fd >= 0)
+		close(fd);
+	node_put_locked(sp, n);
+out:
+	pthread_mutex_unlock(&sp->lock);
+	return rc;
+}
+
+int spool_handle_fd(const struct spool_handle *h)
+{
+	return h->fd;
+}
+
+int spool_handle_getattr(struct spool_handle *h, struct stat *st)
+{
+	pthread_mutex_lock(&h->sp->lock);
+	node_stat(h->sp, h->node, VIEW_MAIN, st);
+	pthread_mutex_unlock(&h->sp->lock);
+	return 0;
+}
+
+ssize_t spool_read(struct spool_handle *h, char *buf, size_t size, off_t off)
+{
+	ssize_t n = pread(h->fd, buf, size, off);
+
+	return n < 0 ? -errno : n;
+}
+
+int spool_write_begin(struct spool_handle *h, size_t size, off_t off)
+{
+	struct spool *sp = h->sp;
+	struct spool_node *n = h->node;
+	uint64_t end = (uint64_t)off + size, delta = 0;
+	int rc = 0;
+
+	if (!h->writable)
+		return -EBADF;
+	pthread_mutex_lock(&sp->lock);
+	if (end > n->size)
+		delta = end - n->size;
+	if (delta && sp->cfg->max_size && sp->used + delta > sp->cfg->max_size) {
+		rc = -ENOSPC;
+		goto out;
+	}
+	content_changed_locked(sp, n);
+	sp->used += delta;	/* reserved until spool_write_end() */
+out:
+	pthread_mutex_unlock(&sp->lock);
+	return rc;
+}
+
+void spool_write_end(struct spool_handle *h, size_t reserved, ssize_t written,
+		     off_t off)
+{
+	struct spool *sp = h->sp;
+	struct spool_node *n = h->node;
+	uint64_t end, delta = 0;
+
+	pthread_mutex_lock(&sp->lock);
+	end = (uint64_t)off + reserved;
+	if (end > n->size)
+		delta = end - n->size;
+	/* delta can be smaller than reserved now if another writer grew the
+	 * file meanwhile; the reservation was never more than 'reserved'. */
+	sp->used -= delta <= sp->used ? delta : sp->used;
+	if (written > 0 && (uint64_t)off + (uint64_t)written > n->size) {
+		UNCHARGE(sp, n);
+		n->size = (uint64_t)off + (uint64_t)written;
+		CHARGE(sp, n);
+	}
+	n->wseq++;
+	pthread_mutex_unlock(&sp->lock);
+}
+
+ssize_t spool_write(struct spool_handle *h, const char *buf, size_t size,
+		    off_t off)
+{
+	ssize_t w;
+	int rc;
+
+	rc = spool_write_begin(h, size, off);
+	if (rc < 0)
+		return rc;
+	w = pwrite(h->fd, buf, size, off);
+	rc = errno;
+	spool_write_end(h, size, w, off);
+	return w < 0 ? -rc : w;
+}
+
+int spool_truncate(struct spool *sp, const char *path, struct spool_handle *h,
+		   off_t size)
+{
+	struct spool_handle *own = NULL;
+	struct spool_node *n;
+	int rc;
+
+	if (!h) {
+		rc = spool_open_file(sp, path, size ? O_RDWR : O_RDWR | O_TRUNC,
+				     &own);
+		if (rc < 0)
+			return rc;
+		h = own;
+	}
+	if (!h->writable)
+		return -EBADF;
+	n = h->node;
+	pthread_mutex_lock(&sp->lock);
+	if ((uint64_t)size > n->size && sp->cfg->max_size &&
+	    sp->used + ((uint64_t)size - n->size) > sp->cfg->max_size) {
+		rc = -ENOSPC;
+		pthread_mutex_unlock(&sp->lock);
+		goto out;
+	}
+	content_changed_locked(sp, n);
+	if (ftruncate(h->fd, size) < 0) {
+		rc = -errno;
+	} else {
+		UNCHARGE(sp, n);
+		n->size = (uint64_t)size;
+		CHARGE(sp, n);
+		rc = 0;
+	}
+	pthread_mutex_unlock(&sp->lock);
+out:
+	if (own) {
+		int frc = spool_flush(own);
+
+		spool_release(own);
+		if (rc == 0)
+			rc = frc;
+	}
+	return rc;
+}
+
+/* Commit a written file: fsync it, then queue it durably. */
+static int commit_written(struct spool_handle *h)
+{
+	struct spool *sp = h->sp;
+	struct spool_node *n = h->node;
+	uint64_t seq;
+	int rc = 0;
+
+	pthread_mutex_lock(&sp->lock);
+	if (!n->linked || n->state != SPOOL_WRITING || n->area != SPOOL_AREA_MAIN) {
+		pthread_mutex_unlock(&sp->lock);
+		return 0;
+	}
+	seq = n->wseq;
+	pthread_mutex_unlock(&sp->lock);
+
+	if (sp->cfg->fsync == SPOOLFS_FSYNC_CLOSE && fdatasync(h->fd) < 0) {
+		rc = -errno;
+		log_error("%s: cannot fsync spool copy of '%s': %m",
+			  n->dest->conf->name, n->name);
+		return rc;
+	}
+
+	pthread_mutex_lock(&sp->lock);
+	if (n->linked && n->state == SPOOL_WRITING && n->wseq == seq &&
+	    n->area == SPOOL_AREA_MAIN) {
+		n->committed_wseq = seq;
+		node_set_state_locked(sp, n, SPOOL_QUEUED);
+		n->ready_at = spool_now_ms() + (int64_t)sp->cfg->settle_ms;
+		rc = node_save_durable_locked(sp, n);
+		if (rc < 0) {
+			log_error("%s: cannot queue '%s': journal: %s",
+				  n->dest->conf->name, n->name,
+				  spool_journal_errmsg(sp->j));
+			node_set_state_locked(sp, n, SPOOL_WRITING);
+		} else {
+			node_requeue_locked(sp, n);
+		}
+	}
+	pthread_mutex_unlock(&sp->lock);
+	return rc;
+}
+
+int spool_flush(struct spool_handle *h)
+{
+	return h->writable ? commit_written(h) : 0;
+}
+
+int spool_fsync(struct spool_handle *h, int datasync)
+{
+	int rc = datasync ? fdatasync(h->fd) : fsync(h->fd);
+
+	return rc < 0 ? -errno : 0;
+}
+
+void spool_release(struct spool_handle *h)
+{
+	struct spool *sp = h->sp;
+	struct spool_node *n = h->node;
+	bool last_writer;
+
+	if (!h)
+		return;
+	pthread_mutex_lock(&sp->lock);
+	last_writer = h->writable && n->writers == 1;
+	pthread_mutex_unlock(&sp->lock);
+	/* every close() flushed already; this catches a writer whose flush
+	 * was overtaken by another handle's write */
+	if (last_writer)
+		commit_written(h);
+	pthread_mutex_lock(&sp->lock);
+	close(h->fd);
+	n->openers--;
+	if (h->writable)
+		n->writers--;
+	if (n->openers == 0 && n->linked && n->state == SPOOL_UPLOADED &&
+	    !n->busy && !n->dest->conf->keep_uploaded)
+		node_free_data_locked(sp, n);
+	node_put_locked(sp, n);
+	pthread_mutex_unlock(&sp->lock);
+	free(h);
+}
+
+/* ---- xattrs ---------------------------------------------------------------- */
+
+static const char *const xattr_names[] = {
+	"user.spoolfs.state", "user.spoolfs.attempts", "user.spoolfs.error",
+	"user.spoolfs.remote", "user.spoolfs.progress",
+	"user.spoolfs.next_retry",
+};
+
+/* Format attribute I of N into buf (malloc'd); NULL: not present. */
+static char *xattr_value_locked(const struct spool_node *n, size_t i)
+{
+	char *s = NULL;
+
+	switch (i) {
+	case 0:
+		return strdup(spool_state_name(n->state));
+	case 1:
+		if (asprintf(&s, "%d", n->attempts) < 0)
+			return NULL;
+		return s;
+	case 2:
+		return strdup(n->error ? n->error : "");
+	case 3:
+		if (!n->rdest || !n->rpath)
+			return NULL;
+		return spoolfs_remote_url(n->rdest->conf, n->rpath);
+	case 4:
+		if (asprintf(&s, "%" PRIu64,
+			     n->state == SPOOL_UPLOADED ? n->size :
+			     n->progress) < 0)
+			return NULL;
+		return s;
+	case 5: {
+		time_t t = (time_t)(n->ready_at / 1000);
+		struct tm tm;
+		char buf[40];
+
+		if (n->state != SPOOL_QUEUED || n->attempts == 0)
+			return strdup("");
+		localtime_r(&t, &tm);
+		strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S%z", &tm);
+		return strdup(buf);
+	}
+	}
+	return NULL;
+}
+
+int spool_getxattr(struct spool *sp, const char *path, const char *name,
+		   char *buf, size_t size)
+{
+	struct spool_node *n;
+	struct loc l;
+	char *v = NULL;
+	size_t i, len;
+	int rc;
+
+	pthread_mutex_lock(&sp->lock);
+	rc = parse_path(sp, path, &l);
+	if (rc < 0 || !l.d) {
+		rc = rc < 0 ? rc : -ENODATA;
+		goto out;
+	}
+	n = lookup(&l, &rc);
+	if (!n)
+		goto out;
+	rc = -ENODATA;
+	if (n->is_dir)
+		goto out;
+	for (i = 0; i < sizeof(xattr_names) / sizeof(xattr_names[0]); i++)
+		if (strcmp(name, xattr_names[i]) == 0)
+			break;
+	if (i == sizeof(xattr_names) / sizeof(xattr_names[0]))
+		goto out;
+	v = xattr_value_locked(n, i);
+	if (!v)
+		goto out;
+	len = strlen(v);
+	if (size == 0) {
+		rc = (int)len;
+	} else if (size < len) {
+		rc = -ERANGE;
+	} else {
+		memcpy(buf, v, len);
+		rc = (int)len;
+	}
+out:
+	pthread_mutex_unlock(&sp->lock);
+	free(v);
+	return rc;
+}
+
+int spool_listxattr(struct spool *sp, const char *path, char *buf, size_t size)
+{
+	struct spool_node *n;
+	size_t need = 0;
+	struct loc l;
+	int rc;
+
+	pthread_mutex_lock(&sp->lock);
+	rc = parse_path(sp, path, &l);
+	if (rc < 0 || !l.d) {
+		rc = rc < 0 ? rc : 0;
+		goto out;
+	}
+	n = lookup(&l, &rc);
+	if (!n)
+		goto out;
+	rc = 0;
+	if (n->is_dir)
+		goto out;
+	for (size_t i = 0; i < sizeof(xattr_names) / sizeof(xattr_names[0]);
+	     i++) {
+		size_t len = strlen(xattr_names[i]) + 1;
+
+		if (i == 3 && !n->rdest)
+			continue;
+		if (size) {
+			if (need + len > size) {
+				rc = -ERANGE;
+				goto out;
+			}
+			memcpy(buf + need, xattr_names[i], len);
+		}
+		need += len;
+	}
+	rc = (int)need;
+out:
+	pthread_mutex_unlock(&sp->lock);
+	return rc;
+}
+
+/* ---- open, recovery, close -------------------------------------------------- */
+
+struct loader {
+	struct spool *sp;
+	struct spool_node **nodes;
+	int64_t *parents;
+	size_t n, cap;
+	size_t orphans;
+};
+
+static struct spool_dest *dest_by_cname(struct spool *sp, const char *name)
+{
+	return name ? dest_by_name(sp, name, strlen(name)) : NULL;
+}
+
+static char *strdup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+static int load_row(void *arg, const struct spool_row *r)
+{
+	struct loader *ld = arg;
+	struct spool *sp = ld->sp;
+	struct spool_dest *d = dest_by_cname(sp, r->dest);
+	struct spool_node *n;
+
+	if (!d) {
+		ld->orphans++;
+		return 0;
+	}
+	if (ld->n == ld->cap) {
+		size_t cap = ld->cap ? ld->cap * 2 : 256;
+		void *a = realloc(ld->nodes, cap * sizeof(*ld->nodes));
+		void *b = realloc(ld->parents, cap * sizeof(*ld->parents));
+
+		if (a)
+			ld->nodes = a;
+		if (b)
+			ld->parents = b;
+		if (!a || !b)
+			return -1;
+		ld->cap = cap;
+	}
+	n = node_new(d, r->name, r->is_dir);
+	if (!n)
+		return -1;
+	n->id = r->id;
+	n->area = r->area;
+	n->state = r->state;
+	n->size = r->size;
+	n->mtime = ns_ts(r->mtime_ns);
+	n->ctime = ns_ts(r->ctime_ns);
+	n->mode = r->mode;
+	n->uid = r->uid;
+	n->gid = r->gid;
+	n->attempts = r->attempts;
+	n->error = strdup_or_null(r->error);
+	n->ready_at = r->ready_at;
+	n->gen = r->gen;
+	n->has_data = r->has_data;
+	n->target = dest_by_cname(sp, r->target);
+	n->rdest = dest_by_cname(sp, r->rdest);
+	n->rpath = n->rdest ? strdup_or_null(r->rpath) : NULL;
+	n->rgen = r->rgen;
+	n->rmtime = r->rmtime;
+	n->tmp_dest = dest_by_cname(sp, r->tmp_dest);
+	n->rtmp = n->tmp_dest ? strdup_or_null(r->rtmp) : NULL;
+	n->tmp_gen = r->tmp_gen;
+	ld->nodes[ld->n] = n;
+	ld->parents[ld->n] = r->parent;
+	ld->n++;
+	return 0;
+}
+
+static struct spool_node *find_loaded(struct loader *ld, int64_t id)
+{
+	size_t lo = 0, hi = ld->n;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (ld->nodes[mid]->id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < ld->n && ld->nodes[lo]->id == id ? ld->nodes[lo] : NULL;
+}
+
+static bool data_file_ok(struct spool *sp, const struct spool_node *n)
+{
+	struct stat st;
+	char name[32];
+
+	snprintf(name, sizeof(name), "%" PRId64, n->id);
+	return fstatat(sp->datafd, name, &st, 0) == 0 &&
+	       (uint64_t)st.st_size >= n->size;
+}
+
+/* Remove data files that belong to no node (left by a crash mid-unlink). */
+static void sweep_data_dir(struct spool *sp, struct loader *ld)
+{
+	int fd = dup(sp->datafd);
+	DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+
+	if (!dir) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(dir))) {
+		char *end;
+		long long id;
+		struct spool_node *n;
+
+		if (de->d_name[0] == '.')
+			continue;
+		id = strtoll(de->d_name, &end, 10);
+		n = *end ? NULL : find_loaded(ld, id);
+		if (!n || !n->has_data)
+			unlinkat(sp->datafd, de->d_name, 0);
+	}
+	closedir(dir);
+}
+
+static int recover(struct spool *sp, struct loader *ld, char *errbuf,
+		   size_t errlen)
+{
+	size_t incomplete = 0, resumed = 0, lost = 0;
+
+	/* link children to parents */
+	for (size_t i = 0; i < ld->n; i++) {
+		struct spool_node *n = ld->nodes[i], *p;
+
+		if (n->area == SPOOL_AREA_TRASH)
+			p = sp->trash;
+		else if (ld->parents[i] == 0)
+			p = n->dest->root[n->area == SPOOL_AREA_FAILED];
+		else
+			p = find_loaded(ld, ld->parents[i]);
+		if (!p || !p->is_dir || dir_attach(sp, p, n) < 0) {
+			snprintf(errbuf, errlen,
+				 "journal is inconsistent: node %" PRId64
+				 " ('%s') has no parent %" PRId64
+				 "; move %s/journal.db away to start afresh",
+				 n->id, n->name, ld->parents[i], sp->dir);
+			return -1;
+		}
+	}
+	sweep_data_dir(sp, ld);
+	spool_journal_begin(sp->j);
+	for (size_t i = 0; i < ld->n; i++) {
+		struct spool_node *n = ld->nodes[i];
+
+		if (n->is_dir)
+			continue;
+		if (n->has_data && !data_file_ok(sp, n)) {
+			UNCHARGE(sp, n);
+			n->has_data = false;
+			if (n->state != SPOOL_UPLOADED &&
+			    n->area != SPOOL_AREA_TRASH) {
+				lost++;
+				log_error("%s: spool copy of '%s' (id %" PRId64
+					  ") is missing or short",
+					  n->dest->conf->name, n->name, n->id);
+				node_fail_locked(sp, n,
+						 "spool copy lost: the data file "
+						 "is missing or short");
+				continue;
+			}
+		}
+		if (n->area == SPOOL_AREA_MAIN && n->state == SPOOL_WRITING) {
+			incomplete++;
+			log_warn("%s: '%s' was still being written when the "
+				 "daemon stopped: moved to .failed/",
+				 n->dest->conf->name, n->name);
+			spool_event_locked(sp, n, NULL, "failed", INCOMPLETE_MSG);
+			node_fail_locked(sp, n, INCOMPLETE_MSG);
+			continue;
+		}
+		if (n->state == SPOOL_UPLOADING) {
+			resumed++;
+			node_set_state_locked(sp, n, SPOOL_QUEUED);
+		}
+		if (n->state == SPOOL_UPLOADED && n->has_data &&
+		    !n->dest->conf->keep_uploaded)
+			node_free_data_locked(sp, n);
+		node_requeue_locked(sp, n);
+		node_save_locked(sp, n);
+	}
+	spool_journal_commit(sp->j);
+	if (incomplete || resumed || lost)
+		log_info("recovered spool: %zu interrupted uploads resume, %zu "
+			 "incomplete files moved to .failed/, %zu lost",
+			 resumed, incomplete, lost);
+	if (ld->orphans)
+		log_warn("the journal holds %zu entries for destinations no "
+			 "longer configured; they are kept until the "
+			 "destination comes back", ld->orphans);
+	return 0;
+}
+
+static struct spool_node *root_new(struct spool_dest *d, int area)
+{
+	struct spool_node *n = node_new(d, "", true);
+
+	if (!n)
+		return NULL;
+	n->is_root = true;
+	n->linked = true;
+	n->area = area;
+	n->mode = 0755;
+	n->mtime = n->ctime = now_ts();
+	return n;
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char *p = strdup(path), *s;
+	int rc = 0;
+
+	if (!p)
+		return -1;
+	for (s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, mode) < 0 && errno != EEXIST)
+			rc = -1;
+		*s = '/';
+	}
+	if (mkdir(p, mode) < 0 && errno != EEXIST)
+		rc = -1;
+	free(p);
+	return rc;
+}
+
+int spool_open(struct spool **spp, const struct spoolfs_config *cfg,
+	       char *errbuf, size_t errlen)
+{
+	struct loader ld = { 0 };
+	struct spool *sp;
+	char *path = NULL;
+	int rc = -1;
+
+	*spp = NULL;
+	sp = calloc(1, sizeof(*sp));
+	if (!sp) {
+		snprintf(errbuf, errlen, "out of memory");
+		return -1;
+	}
+	ld.sp = sp;
+	sp->cfg = cfg;
+	sp->datafd = sp->lockfd = -1;
+	sp->uid = getuid();
+	sp->gid = getgid();
+	pthread_mutex_init(&sp->lock, NULL);
+	pthread_cond_init(&sp->cond, NULL);
+	sp->dir = strdup(cfg->spool_dir);
+	if (!sp->dir || asprintf(&path, "%s/data", cfg->spool_dir) < 0) {
+		snprintf(errbuf, errlen, "out of memory");
+		goto out;
+	}
+	if (mkdir_p(cfg->spool_dir, 0700) < 0 || mkdir_p(path, 0700) < 0) {
+		snprintf(errbuf, errlen, "cannot create spool directory '%s': %m",
+			 path);
+		goto out;
+	}
+	sp->datafd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(path);
+	path = NULL;
+	if (sp->datafd < 0) {
+		snprintf(errbuf, errlen, "cannot open '%s/data': %m", sp->dir);
+		goto out;
+	}
+	if (asprintf(&path, "%s/lock", sp->dir) < 0)
+		goto out;
+	sp->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (sp->lockfd < 0 || flock(sp->lockfd, LOCK_EX | LOCK_NB) < 0) {
+		snprintf(errbuf, errlen,
+			 errno == EWOULDBLOCK ?
+			 "spool directory '%s' is in use by another spoolfs" :
+			 "cannot lock spool directory '%s': %m", sp->dir);
+		goto out;
+	}
+	free(path);
+	path = NULL;
+	if (asprintf(&path, "%s/journal.db", sp->dir) < 0)
+		goto out;
+	if (spool_journal_open(&sp->j, path, errbuf, errlen) < 0)
+		goto out;
+
+	sp->ndests = cfg->ndests;
+	sp->dests = calloc(cfg->ndests, sizeof(*sp->dests));
+	if (!sp->dests)
+		goto out;
+	for (size_t i = 0; i < cfg->ndests; i++) {
+		struct spool_dest *d = &sp->dests[i];
+
+		d->conf = &cfg->dests[i];
+		d->sp = sp;
+		d->root[SPOOL_AREA_MAIN] = root_new(d, SPOOL_AREA_MAIN);
+		d->root[SPOOL_AREA_FAILED] = root_new(d, SPOOL_AREA_FAILED);
+		if (!d->root[0] || !d->root[1])
+			goto out;
+	}
+	for (size_t i = 0; i < cfg->ndests; i++)
+		if (cfg->dests[i].fallback)
+			sp->dests[i].fallback = dest_by_cname(sp,
+						cfg->dests[i].fallback);
+	sp->trash = root_new(&sp->dests[0], SPOOL_AREA_TRASH);
+	if (!sp->trash)
+		goto out;
+
+	pthread_mutex_lock(&sp->lock);
+	if (spool_journal_load(sp->j, load_row, &ld) < 0) {
+		snprintf(errbuf, errlen, "cannot read journal: %s",
+			 spool_journal_errmsg(sp->j));
+		pthread_mutex_unlock(&sp->lock);
+		goto out;
+	}
+	rc = recover(sp, &ld, errbuf, errlen);
+	pthread_mutex_unlock(&sp->lock);
+	if (rc == 0) {
+		*spp = sp;
+		sp = NULL;
+		ld.n = 0;	/* the tree owns the nodes now */
+	}
+out:
+	if (rc < 0 && errbuf[0] == '\0')
+		snprintf(errbuf, errlen, "out of memory");
+	for (size_t i = 0; i < ld.n; i++)
+		if (!ld.nodes[i]->linked)
+			node_free(ld.nodes[i]);
+	free(ld.nodes);
+	free(ld.parents);
+	free(path);
+	spool_close(sp);
+	return rc;
+}
+
+static void tree_free(struct spool_node *n)
+{
+	if (!n)
+		return;
+	for (size_t b = 0; b < n->tabsize; b++) {
+		struct spool_node *k = n->tab[b], *next;
+
+		for (; k; k = next) {
+			next = k->hnext;
+			tree_free(k);
+		}
+	}
+	node_free(n);
+}
+
+int spool_start(struct spool *sp, char *errbuf, size_t errlen)
+{
+	if (uploader_start(sp) < 0) {
+		snprintf(errbuf, errlen, "cannot start upload workers: %m");
+		return -1;
+	}
+	return 0;
+}
+
+void spool_close(struct spool *sp)
+{
+	if (!sp)
+		return;
+	uploader_stop(sp);
+	for (size_t i = 0; i < sp->ndests; i++) {
+		tree_free(sp->dests[i].root[0]);
+		tree_free(sp->dests[i].root[1]);
+		free(sp->dests[i].last_err);
+	}
+	tree_free(sp->trash);
+	free(sp->dests);
+	spool_journal_close(sp->j);
+	if (sp->datafd >= 0)
+		close(sp->datafd);
+	if (sp->lockfd >= 0)
+		close(sp->lockfd);
+	pthread_mutex_destroy(&sp->lock);
+	pthread_cond_destroy(&sp->cond);
+	free(sp->dir);
+	free(sp);
+}

@@ -1,0 +1,159 @@
+/*
+ * spool_internal.h - the in-memory tree, shared by spool.c (namespace and
+ * content) and uploader.c (workers).  Not for fs/.
+ *
+ * LOCKING.  One mutex, spool->lock, guards the whole tree, every node field
+ * marked [L], each destination's queue, spool->used and the journal.  It is
+ * never held across a network call, a FUSE reply or a data-file fsync; the
+ * journal's durable commit (a WAL fsync, ~0.4 ms) is the one slow thing done
+ * under it.  Lock order: spool->lock, then nothing (log and journal take no
+ * lock of their own).
+ *
+ * LIFETIME.  A node is owned by the tree while it is linked (parent != NULL
+ * or it is an area root) and by its references otherwise: open handles and
+ * a worker uploading it each hold one (refs [L]).  node_put() frees an
+ * unlinked node when the last reference goes.
+ *
+ * SYNC MODEL.  A file's desired state is what the user sees (content
+ * generation gen, relative path, mtime, home destination); its remote state
+ * is rdest/rpath/rgen/rmtime.  A worker makes the remote match the desired
+ * state: a full upload when the content on the server is not the current
+ * generation, else only a rename and/or an mtime update.  state is
+ * UPLOADED exactly when the two match (node_synced()).
+ */
+#ifndef SPOOL_INTERNAL_H
+#define SPOOL_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "../backends/backend.h"
+#include "journal.h"
+#include "spool.h"
+
+struct spool_dest;
+struct worker;
+
+struct spool_node {
+	int64_t id;			/* journal row id; 0 for area roots */
+	struct spool_dest *dest;	/* [L] home destination */
+	int area;			/* [L] enum spool_area */
+	struct spool_node *parent;	/* [L] NULL: root or unlinked */
+	char *name;			/* [L] */
+	bool is_dir;
+	bool is_root;
+	bool linked;			/* [L] in the tree (roots always) */
+
+	/* directory: children hash table [L] */
+	struct spool_node **tab;
+	size_t tabsize, nkids;
+	struct spool_node *hnext;	/* [L] next in the parent's bucket */
+	uint64_t npend;			/* [L] pending files beneath (dirs) */
+
+	/* attributes [L] */
+	uint32_t mode, uid, gid;
+	struct timespec mtime, ctime;
+	uint64_t size;
+
+	/* file state [L] */
+	int state;			/* enum spool_state */
+	int attempts;
+	char *error;
+	int64_t ready_at;		/* ms, CLOCK_REALTIME */
+	uint64_t gen;
+	bool has_data;
+	struct spool_dest *target;	/* fallback being tried, NULL = dest */
+	struct spool_dest *rdest;	/* remote copy */
+	char *rpath;
+	uint64_t rgen;
+	int64_t rmtime;
+	char *rtmp;			/* partial upload for resume */
+	struct spool_dest *tmp_dest;
+	uint64_t tmp_gen;
+	bool meta_gave_up;		/* remote rename/mtime failed for good */
+
+	/* open handles and writes [L] */
+	int refs;
+	int openers, writers;
+	uint64_t wseq;			/* bumped on every content change */
+	uint64_t committed_wseq;	/* wseq at the last queue commit */
+	bool fetching;			/* content being fetched back */
+
+	/* upload [L] */
+	bool busy;			/* a worker has it */
+	uint64_t progress;		/* bytes sent of the current upload */
+	struct spool_dest *queued_on;	/* whose queue it is in, NULL none */
+	struct spool_node *qprev, *qnext;
+};
+
+struct spool_dest {
+	const struct spoolfs_dest *conf;
+	struct spool *sp;
+	struct spool_node *root[2];	/* SPOOL_AREA_MAIN, SPOOL_AREA_FAILED */
+	struct spool_dest *fallback;
+	struct spool_node *qhead, *qtail;	/* [L] nodes needing work here */
+	struct worker *workers;
+	int nworkers;
+	/* max_rate accounting [L] */
+	int64_t rate_epoch_ms;
+	uint64_t rate_bytes;
+	/* health [L] */
+	int64_t last_ok_ms, last_err_ms;
+	char *last_err;
+};
+
+struct spool {
+	const struct spoolfs_config *cfg;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;		/* work may be ready, or stopping */
+	struct spool_journal *j;	/* [L] */
+	char *dir;			/* the spool directory */
+	int datafd;			/* SPOOL/data, O_DIRECTORY */
+	int lockfd;
+	struct spool_dest *dests;
+	size_t ndests;
+	struct spool_node *trash;	/* [L] root of SPOOL_AREA_TRASH */
+	uint64_t used;			/* [L] bytes of content not uploaded */
+	bool stopping;			/* [L] */
+	bool started;
+	uid_t uid;
+	gid_t gid;
+};
+
+/* Time in ms since the epoch. */
+int64_t spool_now_ms(void);
+
+/* Node helpers (spool.c), all with spool->lock held. */
+char *node_relpath_locked(const struct spool_node *n);
+bool node_synced_locked(const struct spool_node *n);
+void node_save_locked(struct spool *sp, struct spool_node *n);
+void node_put_locked(struct spool *sp, struct spool_node *n);
+void node_set_state_locked(struct spool *sp, struct spool_node *n, int state);
+void node_set_error_locked(struct spool_node *n, const char *msg);
+/* Re-evaluate what n needs (queued, uploaded) and its queue membership. */
+void node_requeue_locked(struct spool *sp, struct spool_node *n);
+/* Move a file that failed for good to DEST/.failed/ (same relpath). */
+void node_fail_locked(struct spool *sp, struct spool_node *n, const char *msg);
+void node_free_data_locked(struct spool *sp, struct spool_node *n);
+/* Hand N's partial upload to the trash area, for a worker to remove. */
+void node_trash_tmp_locked(struct spool *sp, struct spool_node *n);
+/* Unlink N from wherever it is and delete its journal row. */
+void node_drop_locked(struct spool *sp, struct spool_node *n);
+void spool_event_locked(struct spool *sp, struct spool_node *n,
+			const char *dest, const char *kind, const char *msg);
+int spool_data_open(struct spool *sp, int64_t id, int flags);
+
+/* Workers (uploader.c). */
+int uploader_start(struct spool *sp);
+void uploader_stop(struct spool *sp);
+void queue_remove_locked(struct spool_node *n);
+void queue_add_locked(struct spool_dest *d, struct spool_node *n);
+/* The destination a node's next job goes to. */
+struct spool_dest *node_job_dest_locked(const struct spool_node *n);
+/* min(max, min * 2^(attempt-1)), minus up to 25% jitter when seed. */
+uint64_t spool_backoff_ms(uint64_t min, uint64_t max, int attempt,
+			  unsigned int *seed);
+
+#endif
