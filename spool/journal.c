@@ -58,7 +58,8 @@ static const char schema[] =
 	" rmtime INTEGER NOT NULL,"
 	" rtmp TEXT,"
 	" tmp_dest TEXT,"
-	" tmp_gen INTEGER NOT NULL);"
+	" tmp_gen INTEGER NOT NULL,"
+	" open INTEGER NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS events ("
 	" id INTEGER PRIMARY KEY,"
 	" time_ms INTEGER NOT NULL,"
@@ -71,7 +72,7 @@ static const char schema[] =
 
 #define COLS "id, parent, dest, area, name, is_dir, state, size, mtime_ns, " \
 	"ctime_ns, mode, uid, gid, attempts, error, ready_at, gen, has_data, " \
-	"target, rdest, rpath, rgen, rmtime, rtmp, tmp_dest, tmp_gen"
+	"target, rdest, rpath, rgen, rmtime, rtmp, tmp_dest, tmp_gen, open"
 
 const char *spool_state_name(int state)
 {
@@ -160,10 +161,10 @@ int spool_journal_open(struct spool_journal **jp, const char *path,
 		goto out_sqlerr;
 	if (prepare(j, &j->st_insert,
 		    "INSERT INTO nodes (" COLS ") VALUES (NULL,"
-		    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)") < 0 ||
+		    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)") < 0 ||
 	    prepare(j, &j->st_save,
 		    "REPLACE INTO nodes (" COLS ") VALUES (?,"
-		    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)") < 0 ||
+		    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)") < 0 ||
 	    prepare(j, &j->st_delete, "DELETE FROM nodes WHERE id=?") < 0 ||
 	    prepare(j, &j->st_event,
 		    "INSERT INTO events (time_ms, node, dest, path, kind, msg)"
@@ -233,6 +234,7 @@ static void bind_row(sqlite3_stmt *st, const struct spool_row *r, int i)
 	bind_text(st, i++, r->rtmp);
 	bind_text(st, i++, r->tmp_dest);
 	sqlite3_bind_int64(st, i++, (sqlite3_int64)r->tmp_gen);
+	sqlite3_bind_int(st, i++, r->open);
 }
 
 static int step_done(sqlite3_stmt *st)
@@ -361,6 +363,7 @@ int spool_journal_load(struct spool_journal *j,
 			.rtmp = col_text(st, 23),
 			.tmp_dest = col_text(st, 24),
 			.tmp_gen = (uint64_t)sqlite3_column_int64(st, 25),
+			.open = sqlite3_column_int(st, 26),
 		};
 		rc = fn(arg, &r);
 		if (rc < 0)

@@ -63,6 +63,7 @@ struct spool_row {
 	const char *rtmp;	/* partial upload (temp name) on tmp_dest, for resume */
 	const char *tmp_dest;
 	uint64_t tmp_gen;
+	bool open;		/* a write handle was still open at this save */
 };
 
 int spool_journal_open(struct spool_journal **jp, const char *path,

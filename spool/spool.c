@@ -344,6 +344,7 @@ static void node_to_row(const struct spool_node *n, struct spool_row *r)
 	r->rtmp = n->rtmp;
 	r->tmp_dest = n->tmp_dest ? n->tmp_dest->conf->name : NULL;
 	r->tmp_gen = n->tmp_gen;
+	r->open = n->writers > 0;
 }
 
 void node_save_locked(struct spool *sp, struct spool_node *n)
@@ -1685,8 +1686,12 @@ void spool_release(struct spool_handle *h)
 	pthread_mutex_lock(&sp->lock);
 	close(h->fd);
 	n->openers--;
-	if (h->writable)
-		n->writers--;
+	if (h->writable && --n->writers == 0 && n->linked &&
+	    n->state == SPOOL_QUEUED) {
+		/* the writer is done: the file may go now */
+		node_save_locked(sp, n);
+		pthread_cond_broadcast(&sp->cond);
+	}
 	if (n->openers == 0 && n->linked && n->state == SPOOL_UPLOADED &&
 	    !n->busy && !n->dest->conf->keep_uploaded)
 		node_free_data_locked(sp, n);
@@ -1895,6 +1900,7 @@ static int load_row(void *arg, const struct spool_row *r)
 	n->tmp_dest = dest_by_cname(sp, r->tmp_dest);
 	n->rtmp = n->tmp_dest ? strdup_or_null(r->rtmp) : NULL;
 	n->tmp_gen = r->tmp_gen;
+	n->was_open = r->open;
 	ld->nodes[ld->n] = n;
 	ld->parents[ld->n] = r->parent;
 	ld->n++;
@@ -1999,7 +2005,10 @@ static int recover(struct spool *sp, struct loader *ld, char *errbuf,
 				continue;
 			}
 		}
-		if (n->area == SPOOL_AREA_MAIN && n->state == SPOOL_WRITING) {
+		if (n->area == SPOOL_AREA_MAIN &&
+		    (n->state == SPOOL_WRITING ||
+		     (n->was_open && (n->state == SPOOL_QUEUED ||
+				      n->state == SPOOL_UPLOADING)))) {
 			incomplete++;
 			log_warn("%s: '%s' was still being written when the "
 				 "daemon stopped: moved to .failed/",

@@ -20,6 +20,12 @@
  * state: a full upload when the content on the server is not the current
  * generation, else only a rename and/or an mtime update.  state is
  * UPLOADED exactly when the two match (node_synced()).
+ *
+ * OPEN FILES.  FUSE sends a flush for every close() of any descriptor,
+ * including a forked child's copy, so a flush does not mean the writer is
+ * done.  A flushed file is durable and QUEUED but no worker takes it while
+ * a write handle is open (writers > 0); the journal row says so (open), and
+ * recovery treats such a file as incomplete.
  */
 #ifndef SPOOL_INTERNAL_H
 #define SPOOL_INTERNAL_H
@@ -80,6 +86,7 @@ struct spool_node {
 	uint64_t wseq;			/* bumped on every content change */
 	uint64_t committed_wseq;	/* wseq at the last queue commit */
 	bool fetching;			/* content being fetched back */
+	bool was_open;			/* loaded: a writer had it open at the crash */
 
 	/* upload [L] */
 	bool busy;			/* a worker has it */

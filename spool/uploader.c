@@ -143,7 +143,8 @@ static struct spool_node *pick_locked(struct spool_dest *d, int64_t now,
 
 	*next_ready = INT64_MAX;
 	for (struct spool_node *n = d->qhead; n; n = n->qnext) {
-		if (n->busy)
+		/* still open for writing: not complete yet (see OPEN FILES) */
+		if (n->busy || (n->writers > 0 && n->area != SPOOL_AREA_TRASH))
 			continue;
 		if (n->ready_at > now) {
 			if (n->ready_at < *next_ready)
