@@ -837,9 +837,7 @@ static int parse_url(struct cfg_parse *p, struct spoolfs_dest *d,
 			  "file:// url without a path; expected file:///ABSOLUTE/PATH");
 		goto out_fail;
 	}
-	normalize_path(path);
-	if (strcmp(path, "~/") == 0)
-		path[1] = '\0';
+	normalize_path(path);	/* "~/" becomes "~" */
 	if (has_dot_component(path)) {
 		cfg_error(p, p->lineno,
 			  "url path has a '.' or '..' component; expected a plain path");
@@ -1233,6 +1231,23 @@ static int cfg_handler(void *user, const char *section, const char *name,
 }
 
 /*
+ * Cut an inline comment: ';' after whitespace, libinih's own rule, applied
+ * here so that a long comment does not count against the line limit.
+ */
+static void strip_comment(char *s)
+{
+	char *c;
+
+	for (c = s; *c; c++) {
+		if (*c == ';' && c > s && isspace((unsigned char)c[-1])) {
+			*c = '\0';
+			trim(s);
+			return;
+		}
+	}
+}
+
+/*
  * libinih's reader: one line per call, see the comment at the top.  Returns
  * STR, or NULL at the end of the file or after an error.
  */
@@ -1258,7 +1273,7 @@ static char *cfg_read_line(char *str, int num, void *stream)
 		cfg_error(p, p->lineno, "NUL byte in the line; expected a text file");
 		return NULL;
 	}
-	if (p->lineno == 1 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
+	if (p->lineno == 1 && strncmp(s, "\xEF\xBB\xBF", 3) == 0)
 		s += 3;		/* UTF-8 byte order mark */
 	while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r'))
 		s[--n] = '\0';
@@ -1270,6 +1285,7 @@ static char *cfg_read_line(char *str, int num, void *stream)
 		return str;
 	if (*s == '[')
 		return parse_section(p, s) < 0 ? NULL : str;
+	strip_comment(s);
 	if (strlen(s) + 1 > (size_t)num) {
 		cfg_error(p, p->lineno,
 			  "line too long (%zu characters); expected at most %d",

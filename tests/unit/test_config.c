@@ -429,8 +429,7 @@ static void test_syntax(void)
 
 static void test_bad(void)
 {
-	static const char dest[] = "[dest d]\nurl = file:///x\n";
-	char big[400];
+	char big[800];
 
 	BAD("[foo]\n", 1, "unknown section [foo]; expected [spool] or [dest NAME]");
 	BAD("[dest d]\nurl = file:///x\n\n[spoolz]\n", 4, "unknown section [spoolz]");
@@ -446,7 +445,18 @@ static void test_bad(void)
 	BAD("[dest d\nurl = file:///x\n", 1, "section header without ']'");
 	BAD("[dest d] x\nurl = file:///x\n", 1, "text after a section header");
 	snprintf(big, sizeof(big), "[dest d]\nurl = file:///%0300d\n", 0);
-	BAD(big, 2, "line too long");
+	BAD(big, 2, "line too long (314 characters); expected at most 199");
+	/* a long comment is fine, inline or not */
+	{
+		struct spoolfs_config cfg;
+		char err[1024];
+
+		snprintf(big, sizeof(big), ";%0300d\n[dest d]\nurl = file:///x  ; %0300d\n", 0, 0);
+		CHECK_EQ_INT(load(&cfg, big, err, sizeof(err)), 0);
+		if (cfg.ndests == 1)
+			CHECK_EQ_STR(cfg.dests[0].path, "/x");
+		spoolfs_config_release(&cfg);
+	}
 
 	/* values */
 	BAD("[dest d]\nurl = file:///x\nconnections = 0\n", 3,
@@ -544,7 +554,6 @@ static void test_bad(void)
 	BAD("[dest a]\nurl = file:///x\nfallback = b\n"
 	    "[dest b]\nurl = file:///x\nfallback = a\n", 1,
 	    "[dest a]'s fallback chain loops (a -> b -> a)");
-	(void)dest;
 
 	/* the file itself */
 	{
