@@ -85,6 +85,24 @@ const char *spool_state_name(int state)
 	return names[state];
 }
 
+bool spool_state_transition_ok(int from, int to)
+{
+#define B(s) (1u << (s))
+	static const unsigned int allowed[] = {
+		[SPOOL_WRITING] = B(SPOOL_QUEUED) | B(SPOOL_FAILED),
+		[SPOOL_QUEUED] = B(SPOOL_UPLOADING) | B(SPOOL_WRITING) |
+				 B(SPOOL_UPLOADED) | B(SPOOL_FAILED),
+		[SPOOL_UPLOADING] = B(SPOOL_UPLOADED) | B(SPOOL_QUEUED) |
+				    B(SPOOL_WRITING) | B(SPOOL_FAILED),
+		[SPOOL_UPLOADED] = B(SPOOL_QUEUED) | B(SPOOL_WRITING),
+		[SPOOL_FAILED] = B(SPOOL_QUEUED),
+	};
+#undef B
+	if (from < 0 || from > SPOOL_FAILED || to < 0 || to > SPOOL_FAILED)
+		return false;
+	return from == to || (allowed[from] & (1u << to));
+}
+
 const char *spool_journal_errmsg(struct spool_journal *j)
 {
 	return j && j->db ? sqlite3_errmsg(j->db) : "no journal";

@@ -101,4 +101,16 @@ int spool_journal_errno(struct spool_journal *j);
 
 const char *spool_state_name(int state);
 
+/*
+ * The state machine, in one place:
+ *   writing   -> queued (close) | failed (crash recovery, incomplete)
+ *   queued    -> uploading | writing (rewritten) | uploaded (already in
+ *                sync) | failed (nothing left to try)
+ *   uploading -> uploaded | queued (retry, cancel) | writing | failed
+ *   uploaded  -> queued (renamed, touched) | writing (rewritten)
+ *   failed    -> queued (mv out of .failed/)
+ * Staying in a state is always allowed.
+ */
+bool spool_state_transition_ok(int from, int to);
+
 #endif

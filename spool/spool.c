@@ -40,6 +40,7 @@ struct loc {
 	struct spool_dest *d;	/* NULL: the mount root */
 	enum view view;
 	const char *rel;	/* path inside the view, "" for its root */
+	bool new_at_root;	/* "/NAME" with no such destination */
 };
 
 struct spool_handle {
@@ -377,6 +378,9 @@ void node_set_state_locked(struct spool *sp, struct spool_node *n, int state)
 {
 	int64_t before = (int64_t)is_pending(n);
 
+	if (!spool_state_transition_ok(n->state, state))
+		log_error("internal: '%s' went from %s to %s", n->name,
+			  spool_state_name(n->state), spool_state_name(state));
 	UNCHARGE(sp, n);
 	n->state = state;
 	CHARGE(sp, n);
@@ -599,8 +603,10 @@ static int parse_path(struct spool *sp, const char *path, struct loc *l)
 		return 0;
 	e = strchrnul(p, '/');
 	l->d = dest_by_name(sp, p, (size_t)(e - p));
-	if (!l->d)
+	if (!l->d) {
+		l->new_at_root = !e[strspn(e, "/")];
 		return -ENOENT;
+	}
 	p = e;
 	while (*p == '/')
 		p++;
@@ -832,10 +838,8 @@ int spool_mkdir(struct spool *sp, const char *path, mode_t mode, uid_t uid,
 
 	pthread_mutex_lock(&sp->lock);
 	rc = parse_path(sp, path, &l);
-	if (rc < 0)
-		goto out;
-	if (!l.d || l.view != VIEW_MAIN) {
-		rc = -EACCES;
+	if (rc < 0 || !l.d || l.view != VIEW_MAIN) {
+		rc = rc == 0 || l.new_at_root ? -EACCES : rc;
 		goto out;
 	}
 	dir = lookup_parent(&l, &name, &rc);
@@ -1046,8 +1050,10 @@ int spool_rename(struct spool *sp, const char *from, const char *to,
 	if (!src)
 		goto out;
 	rc = parse_path(sp, to, &lt);
-	if (rc < 0)
+	if (rc < 0) {
+		rc = lt.new_at_root ? -EACCES : rc;
 		goto out;
+	}
 	if (src->is_root || !lt.d || lt.view != VIEW_MAIN) {
 		rc = -EACCES;
 		goto out;
@@ -1278,10 +1284,8 @@ int spool_create(struct spool *sp, const char *path, mode_t mode, uid_t uid,
 
 	pthread_mutex_lock(&sp->lock);
 	rc = parse_path(sp, path, &l);
-	if (rc < 0)
-		goto out;
-	if (!l.d || l.view != VIEW_MAIN) {
-		rc = -EACCES;
+	if (rc < 0 || !l.d || l.view != VIEW_MAIN) {
+		rc = rc == 0 || l.new_at_root ? -EACCES : rc;
 		goto out;
 	}
 	dir = lookup_parent(&l, &name, &rc);

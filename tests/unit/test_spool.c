@@ -1,0 +1,532 @@
+/*
+ * test_spool.c - the spool core without FUSE: namespace calls straight into
+ * spool/spool.h, every destination routed through the failure-injecting
+ * backend (backends/faulty.c) over a real file:// directory, so each retry,
+ * fallback, cancel and recovery path runs for real.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../backends/faulty.h"
+#include "../../spool/journal.h"
+#include "../../spool/spool.h"
+#include "../../spool/spool_internal.h"
+#include "check.h"
+
+static char tmproot[256];
+
+struct fixture {
+	struct spoolfs_config cfg;
+	struct spoolfs_dest dests[2];
+	char spool[PATH_MAX];
+	char root[2][PATH_MAX];
+	struct spool *sp;
+};
+
+static void make_dest(struct spoolfs_dest *d, const char *name,
+		      const char *path)
+{
+	char url[PATH_MAX + 16];
+
+	memset(d, 0, sizeof(*d));
+	snprintf(url, sizeof(url), "file://%s", path);
+	d->name = strdup(name);
+	d->scheme = strdup("file");
+	d->path = strdup(path);
+	d->url_display = strdup(url);
+	d->connections = 2;
+	d->retries = 2;
+	d->backoff_min_ms = 1;
+	d->backoff_max_ms = 5;
+	d->stall_timeout_ms = 10000;
+	d->connect_timeout_ms = 10000;
+	d->tls_verify = true;
+}
+
+static void fixture_init(struct fixture *f, const char *name, int ndests)
+{
+	static int seq;
+
+	memset(f, 0, sizeof(*f));
+	snprintf(f->spool, sizeof(f->spool), "%s/%s-%d/spool", tmproot, name,
+		 ++seq);
+	for (int i = 0; i < ndests; i++) {
+		char *slash;
+
+		snprintf(f->root[i], sizeof(f->root[i]), "%s/%s-%d/dest%d",
+			 tmproot, name, seq, i);
+		slash = strrchr(f->root[i], '/');
+		*slash = '\0';
+		mkdir(f->root[i], 0700);
+		*slash = '/';
+		mkdir(f->root[i], 0700);
+		make_dest(&f->dests[i], i == 0 ? "a" : "b", f->root[i]);
+	}
+	f->cfg.spool_dir = f->spool;
+	f->cfg.fsync = SPOOLFS_FSYNC_CLOSE;
+	f->cfg.settle_ms = 0;
+	f->cfg.dests = f->dests;
+	f->cfg.ndests = (size_t)ndests;
+	spoolfs_faulty_reset();
+}
+
+static int fixture_open(struct fixture *f, bool start)
+{
+	char err[512] = "";
+
+	if (spool_open(&f->sp, &f->cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "spool_open: %s\n", err);
+		return -1;
+	}
+	if (start && spool_start(f->sp, err, sizeof(err)) < 0) {
+		fprintf(stderr, "spool_start: %s\n", err);
+		return -1;
+	}
+	return 0;
+}
+
+static void fixture_close(struct fixture *f)
+{
+	spool_close(f->sp);
+	f->sp = NULL;
+	for (size_t i = 0; i < f->cfg.ndests; i++) {
+		free(f->dests[i].name);
+		free(f->dests[i].scheme);
+		free(f->dests[i].path);
+		free(f->dests[i].url_display);
+		free(f->dests[i].fallback);
+	}
+}
+
+/* Write a whole file through the spool as cp would: create, write, close. */
+static int put_file(struct spool *sp, const char *path, const char *data,
+		    size_t len)
+{
+	struct spool_handle *h;
+	int rc;
+
+	rc = spool_create(sp, path, 0644, getuid(), getgid(),
+			  O_WRONLY | O_CREAT | O_TRUNC, &h);
+	if (rc < 0)
+		return rc;
+	if (len && spool_write(h, data, len, 0) != (ssize_t)len)
+		rc = -EIO;
+	if (spool_flush(h) < 0)
+		rc = -EIO;
+	spool_release(h);
+	return rc;
+}
+
+static char *xattr(struct spool *sp, const char *path, const char *name)
+{
+	static char buf[1024];
+	int n = spool_getxattr(sp, path, name, buf, sizeof(buf) - 1);
+
+	if (n < 0)
+		return NULL;
+	buf[n] = '\0';
+	return buf;
+}
+
+static bool state_is(struct spool *sp, const char *path, const char *state)
+{
+	const char *s = xattr(sp, path, "user.spoolfs.state");
+
+	return s && strcmp(s, state) == 0;
+}
+
+/* Poll until PATH is in STATE; false after 10 s. */
+static bool wait_state(struct spool *sp, const char *path, const char *state)
+{
+	for (int i = 0; i < 2000; i++) {
+		struct timespec ts = { 0, 5 * 1000 * 1000 };
+
+		if (state_is(sp, path, state))
+			return true;
+		nanosleep(&ts, NULL);
+	}
+	fprintf(stderr, "timeout waiting for %s to be %s (is %s)\n", path,
+		state, xattr(sp, path, "user.spoolfs.state") ?: "absent");
+	return false;
+}
+
+static bool file_has(const char *dir, const char *rel, const char *data,
+		     size_t len)
+{
+	char path[PATH_MAX * 2], *buf;
+	struct stat st;
+	bool ok;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, rel);
+	if (stat(path, &st) < 0 || (size_t)st.st_size != len)
+		return false;
+	buf = malloc(len + 1);
+	fp = fopen(path, "rb");
+	ok = fp && buf && fread(buf, 1, len, fp) == len &&
+	     memcmp(buf, data, len) == 0;
+	if (fp)
+		fclose(fp);
+	free(buf);
+	return ok;
+}
+
+static bool exists(const char *dir, const char *rel)
+{
+	char path[PATH_MAX * 2];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, rel);
+	return access(path, F_OK) == 0;
+}
+
+/* No .spoolfs-*.part left anywhere under DIR. */
+static bool no_temps(const char *dir)
+{
+	char cmd[PATH_MAX + 64];
+	FILE *p;
+	int c;
+
+	snprintf(cmd, sizeof(cmd), "find '%s' -name '.spoolfs-*'", dir);
+	p = popen(cmd, "r");
+	if (!p)
+		return false;
+	c = fgetc(p);
+	pclose(p);
+	return c == EOF;
+}
+
+static void test_upload_basic(void)
+{
+	struct fixture f;
+	static const char data[] = "hello, spool";
+
+	fixture_init(&f, "basic", 1);
+	CHECK(fixture_open(&f, true) == 0);
+	CHECK_EQ_INT(spool_mkdir(f.sp, "/a/dir", 0755, 0, 0), 0);
+	CHECK_EQ_INT(put_file(f.sp, "/a/dir/x.txt", data, sizeof(data) - 1), 0);
+	CHECK(wait_state(f.sp, "/a/dir/x.txt", "uploaded"));
+	CHECK(file_has(f.root[0], "dir/x.txt", data, sizeof(data) - 1));
+	CHECK(no_temps(f.root[0]));
+	CHECK_EQ_STR(xattr(f.sp, "/a/dir/x.txt", "user.spoolfs.attempts"), "1");
+	/* content freed after upload, read back through the backend */
+	{
+		struct spool_handle *h;
+		char buf[64] = "";
+
+		CHECK_EQ_INT(spool_open_file(f.sp, "/a/dir/x.txt", O_RDONLY,
+					     &h), 0);
+		CHECK_EQ_INT(spool_read(h, buf, sizeof(buf), 0),
+			     sizeof(data) - 1);
+		CHECK(memcmp(buf, data, sizeof(data) - 1) == 0);
+		spool_release(h);
+		CHECK(spoolfs_faulty_calls(SPOOLFS_FAULTY_GET) >= 1);
+	}
+	/* the root is read-only */
+	CHECK_EQ_INT(spool_mkdir(f.sp, "/newdest", 0755, 0, 0), -EACCES);
+	fixture_close(&f);
+}
+
+static void test_transient_then_ok(void)
+{
+	struct fixture f;
+	static const char data[] = "retry me";
+
+	fixture_init(&f, "transient", 1);
+	spoolfs_faulty_fail(SPOOLFS_FAULTY_PUT, 2, SPOOLFS_E_RESET,
+			    "connection reset by peer");
+	CHECK(fixture_open(&f, true) == 0);
+	CHECK_EQ_INT(put_file(f.sp, "/a/r.bin", data, sizeof(data) - 1), 0);
+	CHECK(wait_state(f.sp, "/a/r.bin", "uploaded"));
+	CHECK_EQ_STR(xattr(f.sp, "/a/r.bin", "user.spoolfs.attempts"), "3");
+	CHECK(file_has(f.root[0], "r.bin", data, sizeof(data) - 1));
+	CHECK(no_temps(f.root[0]));
+	fixture_close(&f);
+}
+
+static void test_out_of_retries(void)
+{
+	struct fixture f;
+	static const char data[] = "doomed";
+	const char *err;
+
+	fixture_init(&f, "retries", 1);
+	spoolfs_faulty_fail(SPOOLFS_FAULTY_PUT, 100, SPOOLFS_E_TIMEOUT,
+			    "timed out");
+	CHECK(fixture_open(&f, true) == 0);
+	CHECK_EQ_INT(spool_mkdir(f.sp, "/a/d", 0755, 0, 0), 0);
+	CHECK_EQ_INT(put_file(f.sp, "/a/d/x", data, sizeof(data) - 1), 0);
+	CHECK(wait_state(f.sp, "/a/.failed/d/x", "failed"));
+	struct stat st;
+	CHECK_EQ_INT(spool_getattr(f.sp, "/a/d/x", &st), -ENOENT);
+	CHECK_EQ_STR(xattr(f.sp, "/a/.failed/d/x", "user.spoolfs.attempts"),
+		     "3");
+	err = xattr(f.sp, "/a/.failed/d/x", "user.spoolfs.error");
+	CHECK(err && strstr(err, "timed out") && strstr(err, "'d/x'"));
+	CHECK(!exists(f.root[0], "d/x"));
+
+	/* mv out of .failed retries with fresh attempts */
+	spoolfs_faulty_reset();
+	CHECK_EQ_INT(spool_rename(f.sp, "/a/.failed/d/x", "/a/d/x", 0), 0);
+	CHECK(wait_state(f.sp, "/a/d/x", "uploaded"));
+	CHECK_EQ_STR(xattr(f.sp, "/a/d/x", "user.spoolfs.attempts"), "1");
+	CHECK(file_has(f.root[0], "d/x", data, sizeof(data) - 1));
+	CHECK_EQ_INT(spool_getattr(f.sp, "/a/.failed/d", &st), -ENOENT);
+	CHECK(no_temps(f.root[0]));
+	fixture_close(&f);
+}
+
+static void test_permanent_fails_at_once(void)
+{
+	struct fixture f;
+
+	fixture_init(&f, "perm", 1);
+	spoolfs_faulty_fail(SPOOLFS_FAULTY_CONNECT, 1, SPOOLFS_E_AUTH,
+			    "530 login incorrect");
+	CHECK(fixture_open(&f, true) == 0);
+	CHECK_EQ_INT(put_file(f.sp, "/a/p", "x", 1), 0);
+	CHECK(wait_state(f.sp, "/a/.failed/p", "failed"));
+	CHECK_EQ_STR(xattr(f.sp, "/a/.failed/p", "user.spoolfs.attempts"), "1");
+	CHECK(strstr(xattr(f.sp, "/a/.failed/p", "user.spoolfs.error"),
+		     "530 login incorrect") != NULL);
+	/* rm in .failed discards it */
+	CHECK_EQ_INT(spool_unlink(f.sp, "/a/.failed/p"), 0);
+	fixture_close(&f);
+}
+
+static void test_fallback(void)
+{
+	struct fixture f;
+	static const char data[] = "to the fallback";
+	const char *remote;
+
+	fixture_init(&f, "fallback", 2);
+	/* a's root is missing: transient, so a's retries are spent first */
+	rmdir(f.root[0]);
+	f.dests[0].fallback = strdup("b");
+	CHECK(fixture_open(&f, true) == 0);
+	CHECK_EQ_INT(put_file(f.sp, "/a/fb.txt", data, sizeof(data) - 1), 0);
+	CHECK(wait_state(f.sp, "/a/fb.txt", "uploaded"));
+	CHECK(file_has(f.root[1], "fb.txt", data, sizeof(data) - 1));
+	remote = xattr(f.sp, "/a/fb.txt", "user.spoolfs.remote");
+	CHECK(remote && strstr(remote, f.root[1]));
+	fixture_close(&f);
+}
+
+static void test_resume(void)
+{
+	struct fixture f;
+	size_t len = 3 << 20;
+	char *data = malloc(len), path[PATH_MAX];
+
+	for (size_t i = 0; i < len; i++)
+		data[i] = (char)(i * 7 + i / 4096);
+	fixture_init(&f, "resume", 1);
+	f.dests[0].connections = 1;
+	spoolfs_faulty_fail_put_after(1 << 20, SPOOLFS_E_RESET,
+				      "connection lost");
+	CHECK(fixture_open(&f, true) == 0);
+	CHECK_EQ_INT(put_file(f.sp, "/a/big", data, len), 0);
+	CHECK(wait_state(f.sp, "/a/big", "uploaded"));
+	CHECK_EQ_INT(spoolfs_faulty_last_put(path, sizeof(path)), 1 << 20);
+	CHECK(file_has(f.root[0], "big", data, len));
+	CHECK(no_temps(f.root[0]));
+	free(data);
+	fixture_close(&f);
+}
+
+static void test_rename_and_rewrite_mid_upload(void)
+{
+	struct fixture f;
+	struct spool_handle *h;
+
+	fixture_init(&f, "midway", 1);
+	spoolfs_faulty_delay(SPOOLFS_FAULTY_PUT, 300);
+	CHECK(fixture_open(&f, true) == 0);
+	/* rename while uploading: it lands under the new name */
+	CHECK_EQ_INT(put_file(f.sp, "/a/tmpname", "renamed", 7), 0);
+	CHECK(wait_state(f.sp, "/a/tmpname", "uploading"));
+	CHECK_EQ_INT(spool_mkdir(f.sp, "/a/final", 0755, 0, 0), 0);
+	CHECK_EQ_INT(spool_rename(f.sp, "/a/tmpname", "/a/final/name", 0), 0);
+	CHECK(wait_state(f.sp, "/a/final/name", "uploaded"));
+	CHECK(file_has(f.root[0], "final/name", "renamed", 7));
+	CHECK(!exists(f.root[0], "tmpname"));
+
+	/* rewrite while uploading: the new content wins */
+	CHECK_EQ_INT(put_file(f.sp, "/a/rw", "old content", 11), 0);
+	CHECK(wait_state(f.sp, "/a/rw", "uploading"));
+	CHECK_EQ_INT(spool_open_file(f.sp, "/a/rw", O_WRONLY | O_TRUNC, &h), 0);
+	CHECK_EQ_INT(spool_write(h, "new", 3, 0), 3);
+	CHECK_EQ_INT(spool_flush(h), 0);
+	spool_release(h);
+	CHECK(wait_state(f.sp, "/a/rw", "uploaded"));
+	CHECK(file_has(f.root[0], "rw", "new", 3));
+
+	/* unlink while uploading: nothing arrives, no temp is left */
+	CHECK_EQ_INT(put_file(f.sp, "/a/gone", "bye", 3), 0);
+	CHECK(wait_state(f.sp, "/a/gone", "uploading"));
+	CHECK_EQ_INT(spool_unlink(f.sp, "/a/gone"), 0);
+	for (int i = 0; i < 200 && !no_temps(f.root[0]); i++)
+		usleep(10000);
+	CHECK(!exists(f.root[0], "gone"));
+	CHECK(no_temps(f.root[0]));
+
+	/* rename of an uploaded file renames it on the destination */
+	CHECK_EQ_INT(spool_rename(f.sp, "/a/rw", "/a/rw2", 0), 0);
+	CHECK(wait_state(f.sp, "/a/rw2", "uploaded"));
+	CHECK(file_has(f.root[0], "rw2", "new", 3));
+	CHECK(!exists(f.root[0], "rw"));
+	fixture_close(&f);
+}
+
+static void test_crash_recovery(void)
+{
+	struct fixture f;
+	struct spool_handle *h;
+	const char *err;
+
+	fixture_init(&f, "crash", 1);
+	CHECK(fixture_open(&f, false) == 0);	/* no workers: stays queued */
+	CHECK_EQ_INT(put_file(f.sp, "/a/closed", "complete", 8), 0);
+	CHECK(state_is(f.sp, "/a/closed", "queued"));
+	CHECK_EQ_INT(spool_create(f.sp, "/a/open", 0644, 0, 0,
+				  O_WRONLY | O_CREAT, &h), 0);
+	CHECK_EQ_INT(spool_write(h, "half", 4, 0), 4);
+	/* "crash": the handle is never closed */
+	spool_close(f.sp);
+	f.sp = NULL;
+
+	CHECK(fixture_open(&f, true) == 0);
+	CHECK(wait_state(f.sp, "/a/closed", "uploaded"));
+	CHECK(file_has(f.root[0], "closed", "complete", 8));
+	CHECK(state_is(f.sp, "/a/.failed/open", "failed"));
+	err = xattr(f.sp, "/a/.failed/open", "user.spoolfs.error");
+	CHECK(err && strstr(err, "incomplete"));
+	CHECK(!exists(f.root[0], "open"));
+	free(h);		/* the leaked handle of the "crashed" daemon */
+	fixture_close(&f);
+}
+
+static void test_quota(void)
+{
+	struct fixture f;
+	static char buf[6000];
+	struct spool_handle *h;
+	struct statvfs sv;
+
+	fixture_init(&f, "quota", 1);
+	f.cfg.max_size = 10000;
+	CHECK(fixture_open(&f, false) == 0);
+	CHECK_EQ_INT(put_file(f.sp, "/a/one", buf, sizeof(buf)), 0);
+	CHECK_EQ_INT(spool_create(f.sp, "/a/two", 0644, 0, 0,
+				  O_WRONLY | O_CREAT, &h), 0);
+	CHECK_EQ_INT(spool_write(h, buf, sizeof(buf), 0), -ENOSPC);
+	CHECK_EQ_INT(spool_write(h, buf, 4000, 0), 4000);
+	CHECK_EQ_INT(spool_flush(h), 0);
+	spool_release(h);
+	CHECK_EQ_INT(spool_statfs(f.sp, &sv), 0);
+	CHECK_EQ_INT(sv.f_bavail * sv.f_frsize, 0);
+	CHECK(state_is(f.sp, "/a/one", "queued"));
+	fixture_close(&f);
+}
+
+static int64_t uploaded_order(const char *spool, const char *name)
+{
+	char db[PATH_MAX + 16];
+	sqlite3 *h;
+	sqlite3_stmt *st;
+	int64_t id = -1;
+
+	snprintf(db, sizeof(db), "%s/journal.db", spool);
+	if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+		return -1;
+	if (sqlite3_prepare_v2(h, "SELECT id FROM events WHERE kind='uploaded'"
+			       " AND path=?", -1, &st, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) == SQLITE_ROW)
+			id = sqlite3_column_int64(st, 0);
+		sqlite3_finalize(st);
+	}
+	sqlite3_close(h);
+	return id;
+}
+
+static void test_volume_order(void)
+{
+	static const char *const names[] = {
+		"set.r01", "set.r00", "set.rar", "other.bin",
+	};
+	struct fixture f;
+
+	fixture_init(&f, "volumes", 1);
+	f.dests[0].connections = 1;
+	CHECK(fixture_open(&f, false) == 0);
+	for (size_t i = 0; i < 4; i++) {
+		char path[64];
+
+		snprintf(path, sizeof(path), "/a/%s", names[i]);
+		CHECK_EQ_INT(put_file(f.sp, path, names[i], strlen(names[i])),
+			     0);
+	}
+	spool_close(f.sp);
+	CHECK(fixture_open(&f, true) == 0);
+	CHECK(wait_state(f.sp, "/a/set.r01", "uploaded"));
+	CHECK(wait_state(f.sp, "/a/other.bin", "uploaded"));
+	CHECK(uploaded_order(f.spool, "set.rar") <
+	      uploaded_order(f.spool, "set.r00"));
+	CHECK(uploaded_order(f.spool, "set.r00") <
+	      uploaded_order(f.spool, "set.r01"));
+	fixture_close(&f);
+}
+
+static void test_backoff(void)
+{
+	unsigned int seed = 42;
+
+	CHECK_EQ_INT(spool_backoff_ms(1000, 300000, 1, NULL), 1000);
+	CHECK_EQ_INT(spool_backoff_ms(1000, 300000, 2, NULL), 2000);
+	CHECK_EQ_INT(spool_backoff_ms(1000, 300000, 4, NULL), 8000);
+	CHECK_EQ_INT(spool_backoff_ms(1000, 300000, 30, NULL), 300000);
+	for (int a = 1; a < 12; a++) {
+		uint64_t full = spool_backoff_ms(1000, 300000, a, NULL);
+		uint64_t j = spool_backoff_ms(1000, 300000, a, &seed);
+
+		CHECK(j <= full && j >= full * 3 / 4);
+	}
+}
+
+int main(void)
+{
+	snprintf(tmproot, sizeof(tmproot), "/tmp/spoolfs-test-spool-XXXXXX");
+	if (!mkdtemp(tmproot)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	spoolfs_backend_override = &spoolfs_backend_faulty;
+	test_backoff();
+	test_upload_basic();
+	test_transient_then_ok();
+	test_out_of_retries();
+	test_permanent_fails_at_once();
+	test_fallback();
+	test_resume();
+	test_rename_and_rewrite_mid_upload();
+	test_crash_recovery();
+	test_quota();
+	test_volume_order();
+	{
+		char cmd[PATH_MAX + 16];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmproot);
+		if (system(cmd) != 0)
+			fprintf(stderr, "cannot remove %s\n", tmproot);
+	}
+	return check_done();
+}
