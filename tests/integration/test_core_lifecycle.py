@@ -1,0 +1,294 @@
+"""What happens to a file after close: rewrite, rename, rm, retries and
+.failed/, fallback, multi-volume order."""
+
+import os
+import random
+
+import pytest
+
+from spoolfs_harness import (assert_same_files, pseudo_random, run, stray_names,
+                             wait_until, write_file)
+
+MISSING_DIR_LOG = r"does not exist|[Nn]o such file"
+
+
+def dest_files(d):
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
+
+
+def wait_content(env, path, data, timeout=30.0):
+    wait_until(lambda: path.exists() and path.read_bytes() == data, timeout,
+               f"{path} to hold the expected {len(data)} bytes",
+               state=lambda: env.describe())
+
+
+# ---------------------------------------------------------------- rewrite
+
+def test_rewrite_after_upload(mounted):
+    p, dest = mounted.m("local", "doc.txt"), mounted.dest_dir() / "doc.txt"
+    v1, v2 = pseudo_random(10_000, 1), pseudo_random(4_000, 2)
+    p.write_bytes(v1)
+    mounted.wait_uploaded(p)
+    assert dest.read_bytes() == v1
+    mounted.wait_spool_empty()
+    p.write_bytes(v2)             # O_TRUNC on an uploaded file
+    assert p.read_bytes() == v2
+    wait_content(mounted, dest, v2)
+    mounted.wait_uploaded(p)
+    assert dest_files(mounted.dest_dir()) == ["doc.txt"]
+    mounted.wait_spool_empty()
+
+
+def test_append_to_uploaded_file_fetches_it_back(mounted):
+    p, dest = mounted.m("local", "log.txt"), mounted.dest_dir() / "log.txt"
+    v1 = pseudo_random(50_000, 3)
+    p.write_bytes(v1)
+    mounted.wait_uploaded(p)
+    mounted.wait_spool_empty()
+    assert p.read_bytes() == v1   # spool copy is gone: read from destination
+    with open(p, "ab") as f:
+        f.write(b"appended\n")
+    assert p.read_bytes() == v1 + b"appended\n"
+    wait_content(mounted, dest, v1 + b"appended\n")
+    mounted.wait_uploaded(p)
+    assert not stray_names(mounted.dest_dir())
+
+
+def test_rewrite_while_uploading_sends_the_new_content(sfs):
+    dest = sfs.add_dest("local", max_rate="100K", connections=1)
+    sfs.mount()
+    p = sfs.m("local", "r.bin")
+    p.write_bytes(pseudo_random(400_000, 4))
+    sfs.wait_state(p, "uploading")
+    v2 = pseudo_random(30_000, 5)
+    p.write_bytes(v2)
+    sfs.wait_uploaded(p)
+    wait_content(sfs, dest / "r.bin", v2)
+    assert dest_files(dest) == ["r.bin"]
+
+
+# ---------------------------------------------------------------- rename
+
+def test_rename_before_upload_finishes_changes_where_it_lands(sfs):
+    dest = sfs.add_dest("local", max_rate="100K", connections=1)
+    sfs.mount()
+    a, c = sfs.m("local", "a.bin"), sfs.m("local", "c.bin")
+    da, dc = pseudo_random(300_000, 6), pseudo_random(10_000, 7)
+    a.write_bytes(da)             # uploading
+    c.write_bytes(dc)             # queued behind it
+    sfs.wait_state(a, "uploading")
+    run(["mv", a, sfs.m("local", "b.bin")])
+    os.mkdir(sfs.m("local", "later"))
+    run(["mv", c, sfs.m("local", "later/c2.bin")])
+    sfs.wait_uploaded(sfs.m("local", "b.bin"), sfs.m("local", "later/c2.bin"))
+    assert dest_files(dest) == ["b.bin", "later/c2.bin"]
+    assert (dest / "b.bin").read_bytes() == da
+    assert (dest / "later/c2.bin").read_bytes() == dc
+
+
+def test_rename_directory_moves_what_is_queued_beneath_it(sfs):
+    dest = sfs.add_dest("local", max_rate="200K", connections=1)
+    sfs.mount()
+    blocker = sfs.m("local", "blocker.bin")
+    blocker.write_bytes(pseudo_random(300_000, 8))
+    sfs.wait_state(blocker, "uploading")
+    # a photo importer writes into a temp dir and renames it into place
+    src = sfs.src / "2026" / "event"
+    for i in range(6):
+        write_file(src / f"IMG_{i:04d}.JPG", pseudo_random(5_000, 20 + i))
+    tmp = sfs.m("local", "import.tmp")
+    run(["cp", "-r", src, tmp])
+    os.mkdir(sfs.m("local", "2026"))
+    run(["mv", tmp, sfs.m("local", "2026/event")])
+    sfs.wait_uploaded(blocker, files_under=sfs.m("local", "2026"))
+    (sfs.src / "blocker.bin").write_bytes(blocker.read_bytes())
+    assert_same_files(sfs.src, dest)
+    assert not (dest / "import.tmp").exists()
+
+
+def test_rename_of_uploaded_file_renames_it_on_the_destination(mounted):
+    d, dest = mounted.m("local"), mounted.dest_dir()
+    data = pseudo_random(20_000, 9)
+    (d / "old.bin").write_bytes(data)
+    mounted.wait_uploaded(d / "old.bin")
+    run(["mv", d / "old.bin", d / "new.bin"])
+    wait_until(lambda: dest_files(dest) == ["new.bin"], 20,
+               "the remote copy to be renamed to new.bin",
+               state=lambda: mounted.describe([d / "new.bin"]))
+    assert (dest / "new.bin").read_bytes() == data
+    assert (d / "new.bin").read_bytes() == data
+
+
+# ---------------------------------------------------------------- rm
+
+def test_rm_uploaded_file_forgets_it_locally_only(mounted):
+    d, dest = mounted.m("local"), mounted.dest_dir()
+    data = pseudo_random(20_000, 10)
+    (d / "keep.bin").write_bytes(data)
+    mounted.wait_uploaded(d / "keep.bin")
+    run(["rm", d / "keep.bin"])
+    assert "keep.bin" not in os.listdir(d)
+    assert not (d / "keep.bin").exists()
+    assert (dest / "keep.bin").read_bytes() == data
+
+
+def test_rm_queued_file_cancels_its_upload(sfs):
+    dest = sfs.add_dest("local", max_rate="100K", connections=1)
+    sfs.mount()
+    d = sfs.m("local")
+    (d / "blocker.bin").write_bytes(pseudo_random(200_000, 11))
+    (d / "victim.bin").write_bytes(pseudo_random(50_000, 12))
+    (d / "sentinel.bin").write_bytes(b"after the victim")
+    assert sfs.state(d / "victim.bin") == "queued"
+    run(["rm", d / "victim.bin"])
+    assert sfs.pending() == ["blocker.bin", "sentinel.bin"]
+    sfs.wait_uploaded(d / "blocker.bin", d / "sentinel.bin")
+    assert dest_files(dest) == ["blocker.bin", "sentinel.bin"]
+    sfs.wait_spool_empty()
+
+
+def test_rm_with_delete_remote_deletes_the_remote_copy(sfs):
+    dest = sfs.add_dest("local", delete_remote="yes")
+    sfs.mount()
+    p = sfs.m("local", "gone.bin")
+    p.write_bytes(b"x" * 1000)
+    sfs.wait_uploaded(p)
+    assert (dest / "gone.bin").exists()
+    run(["rm", p])
+    wait_until(lambda: not (dest / "gone.bin").exists(), 20,
+               "the remote copy to be deleted (delete_remote = yes)",
+               state=lambda: sfs.describe())
+
+
+# ---------------------------------------------------------------- failures
+
+@pytest.mark.allow_log(MISSING_DIR_LOG)
+def test_missing_destination_dir_retries_then_failed_then_mv_back(sfs):
+    dest = sfs.add_dest("local", create=False, retries=2, backoff="10ms..50ms")
+    sfs.mount()
+    p = sfs.m("local", "a/b.txt")
+    os.mkdir(p.parent)
+    data = pseudo_random(30_000, 13)
+    p.write_bytes(data)
+    f = sfs.m("local", ".failed/a/b.txt")
+    wait_until(f.exists, 20, f"{f} to appear", state=lambda: sfs.describe([p]))
+    x = sfs.xattrs(f)
+    assert x["state"] == "failed", x
+    assert "does not exist" in x["error"], x
+    assert x["attempts"] == "3", f"retries=2 means 3 attempts: {x}"
+    assert not p.exists(), "a failed file must leave DEST/"
+    assert f.read_bytes() == data
+    assert sfs.failed() == ["a/b.txt"] and sfs.pending() == []
+    assert not dest.exists(), "nothing may create the destination root"
+    run(["getfattr", "-d", "-m", "user.spoolfs", f])
+
+    dest.mkdir()
+    run(["mv", f, p])
+    sfs.wait_uploaded(p)
+    assert sfs.xattr(p, "attempts") == "1", "attempts reset by mv out of .failed"
+    assert (dest / "a/b.txt").read_bytes() == data
+    assert dest_files(dest) == ["a/b.txt"]
+    assert sfs.failed() == []
+    sfs.wait_spool_empty()
+
+
+@pytest.mark.allow_log(MISSING_DIR_LOG)
+def test_mv_from_failed_to_another_destination(sfs):
+    sfs.add_dest("broken", create=False, retries=0)
+    good = sfs.add_dest("good")
+    sfs.mount()
+    p = sfs.m("broken", "x/y.bin")
+    os.mkdir(p.parent)
+    data = pseudo_random(10_000, 14)
+    p.write_bytes(data)
+    f = sfs.m("broken", ".failed/x/y.bin")
+    wait_until(f.exists, 20, f"{f} to appear", state=lambda: sfs.describe([p]))
+    os.mkdir(sfs.m("good", "x"))
+    run(["mv", f, sfs.m("good", "x/y.bin")])
+    sfs.wait_uploaded(sfs.m("good", "x/y.bin"))
+    assert (good / "x/y.bin").read_bytes() == data
+    assert sfs.failed("broken") == [] and dest_files(good) == ["x/y.bin"]
+
+
+@pytest.mark.allow_log(MISSING_DIR_LOG)
+def test_rm_in_failed_discards_the_file(sfs):
+    dest = sfs.add_dest("local", create=False, retries=0)
+    sfs.mount()
+    p = sfs.m("local", "junk.bin")
+    p.write_bytes(b"junk")
+    f = sfs.m("local", ".failed/junk.bin")
+    wait_until(f.exists, 20, f"{f} to appear", state=lambda: sfs.describe([p]))
+    run(["rm", f])
+    assert sfs.failed() == [] and not p.exists()
+    dest.mkdir()
+    s = sfs.m("local", "sentinel.bin")
+    s.write_bytes(b"s")
+    sfs.wait_uploaded(s)
+    assert dest_files(dest) == ["sentinel.bin"]
+    sfs.wait_spool_empty()
+
+
+@pytest.mark.allow_log(MISSING_DIR_LOG)
+def test_fallback_destination_takes_over(sfs):
+    sfs.add_dest("primary", create=False, retries=1, fallback="backup")
+    backup = sfs.add_dest("backup")
+    sfs.mount()
+    p = sfs.m("primary", "photo.nef")
+    data = pseudo_random(40_000, 15)
+    p.write_bytes(data)
+    wait_content(sfs, backup / "photo.nef", data)
+    assert sfs.failed("primary") == []
+    assert not stray_names(backup)
+
+
+@pytest.mark.allow_log(r"[Rr]ead-only|[Pp]ermission")
+def test_permanent_error_fails_at_once(sfs):
+    dest = sfs.add_dest("local", retries=5, backoff="1s..5s")
+    sfs.make_read_only(dest)
+    sfs.mount()
+    p = sfs.m("local", "ro.bin")
+    p.write_bytes(b"cannot land")
+    f = sfs.m("local", ".failed/ro.bin")
+    wait_until(f.exists, 10, f"{f} to appear without retrying",
+               state=lambda: sfs.describe([p]))
+    x = sfs.xattrs(f)
+    assert x["attempts"] == "1" and x["state"] == "failed" and x["error"], x
+    assert f.read_bytes() == b"cannot land"
+
+
+# ---------------------------------------------------------------- volumes
+
+VOLUME_SETS = {
+    "rar": ["x.rar", "x.r00", "x.r01", "x.r02", "x.r10"],
+    "7z": ["y.7z.001", "y.7z.002", "y.7z.003", "y.7z.010"],
+    "part": [f"z.part{i}.rar" for i in range(1, 12)],
+}
+
+
+def test_multi_volume_sets_upload_in_volume_order(sfs):
+    # max_rate lets one second's worth through at once: the blocker needs
+    # several seconds' worth to keep the only worker busy
+    dest = sfs.add_dest("local", max_rate="256K", connections=1)
+    sfs.mount()
+    d = sfs.m("local")
+    blocker = d / "blocker.bin"
+    blocker.write_bytes(pseudo_random(1 << 20, 16))
+    sfs.wait_state(blocker, "uploading")
+    names = [n for vs in VOLUME_SETS.values() for n in vs]
+    shuffled = names[::-1]
+    random.Random(42).shuffle(shuffled)
+    os.mkdir(d / "rel")
+    for i, n in enumerate(shuffled):
+        write_file(sfs.src / "rel" / n, pseudo_random(4_000, 200 + i))
+        run(["cp", sfs.src / "rel" / n, d / "rel" / n])
+    if sfs.state(blocker) != "uploading":
+        pytest.fail("premise broken: the blocker upload finished before every "
+                    "volume was queued (max_rate not effective?)\n"
+                    + sfs.describe([blocker]))
+    sfs.wait_uploaded(*[d / "rel" / n for n in names], timeout=60)
+    order = [rel for _, rel in sfs.uploaded_lines("local")]
+    for kind, vols in VOLUME_SETS.items():
+        got = [r.split("/")[-1] for r in order if r.split("/")[-1] in vols]
+        assert got == vols, f"{kind} volumes uploaded as {got}, expected {vols}" \
+            f"\nfull order: {order}"
+    assert_same_files(sfs.src / "rel", dest / "rel")

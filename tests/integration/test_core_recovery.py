@@ -1,0 +1,120 @@
+"""Durability: kill -9 with a queue and a half-written file, unmount with
+uploads pending, a full spool disk and the spool quota."""
+
+import pytest
+
+from spoolfs_harness import (assert_same_files, pseudo_random, run, wait_until,
+                             write_file)
+
+INCOMPLETE_LOG = r"incomplete|not closed|still being written"
+NOSPACE_LOG = r"(?i)no space|ENOSPC|full|quota"
+
+
+def count_files(d):
+    return sum(1 for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+@pytest.mark.allow_log(INCOMPLETE_LOG)
+def test_kill9_with_queue_and_half_written_file(sfs):
+    dest = sfs.add_dest("local", max_rate="100K", connections=1)
+    sfs.mount()
+    src = sfs.src / "batch"
+    for i in range(200):
+        write_file(src / f"{i // 50}" / f"file{i:03d}.dat", pseudo_random(2048, 300 + i))
+    run(["cp", "-r", src, sfs.m("local")])       # every close() returned
+
+    half = sfs.m("local", "half.bin")
+    part = pseudo_random(300_000, 999)
+    f = open(half, "wb")
+    try:
+        f.write(part)
+        f.flush()
+        assert sfs.state(half) == "writing"
+        assert sfs.pending(), "premise: max_rate = 100K should keep files queued"
+        arrived = count_files(dest)
+        sfs.kill9()
+    finally:
+        try:
+            f.close()
+        except OSError:
+            pass                                  # the daemon is gone
+    print(f"{arrived} of 200 had arrived when the daemon was killed")
+
+    sfs.remount()                                 # same config
+    sfs.wait_uploaded(files_under=sfs.m("local", "batch"), timeout=90)
+    failed = sfs.m("local", ".failed/half.bin")
+    wait_until(failed.exists, 20, f"{failed} to appear",
+               state=lambda: sfs.describe())
+    x = sfs.xattrs(failed)
+    assert x["state"] == "failed" and "incomplete" in x["error"], x
+    assert failed.read_bytes() == part
+    assert not half.exists(), "the incomplete file must not stay in DEST/"
+    assert sfs.failed() == ["half.bin"]
+    # all closed files, byte for byte; the half-written one never uploaded
+    assert_same_files(sfs.src, dest)
+    wait_until(lambda: len(sfs.data_files()) == 1, 20,
+               "spool data/ to hold only the failed file",
+               state=lambda: sfs.describe())
+
+
+def test_unmount_with_uploads_pending_then_remount_finishes(sfs):
+    dest = sfs.add_dest("local", max_rate="200K", connections=1)
+    sfs.mount()
+    src = sfs.src / "up"
+    for i in range(4):
+        write_file(src / f"part{i}.bin", pseudo_random(512 * 1024, 400 + i))
+    run(["cp", "-r", src, sfs.m("local")])
+    sfs.wait_state(sfs.m("local", "up/part0.bin"), "uploading")
+    sfs.unmount(timeout=15)                       # must not wait for uploads
+    done = [p.name for p in (dest / "up").glob("*.bin")] if (dest / "up").exists() else []
+    assert len(done) < 4, "premise: uploads should still be pending at unmount"
+
+    sfs.dests["local"]["max_rate"] = "4M"
+    sfs.mount()
+    sfs.wait_uploaded(files_under=sfs.m("local", "up"), timeout=60)
+    assert_same_files(sfs.src, dest)
+    sfs.wait_spool_empty()
+
+
+@pytest.mark.allow_log(NOSPACE_LOG)
+def test_enospc_when_the_spool_disk_is_full(sfs):
+    sfs.spool = sfs.mount_tmpfs(sfs.root / "small", "8M")
+    sfs.set_spool(dir=str(sfs.spool))
+    dest = sfs.add_dest("local", max_rate="500K", connections=1)
+    sfs.mount()
+    q = sfs.src / "q"
+    write_file(q / "q1.bin", pseudo_random(1 << 20, 500))
+    write_file(q / "q2.bin", pseudo_random(1 << 20, 501))
+    run(["cp", q / "q1.bin", q / "q2.bin", sfs.m("local")])
+    write_file(sfs.src / "big" / "big.bin", pseudo_random(16 << 20, 502))
+    r = run(["cp", sfs.src / "big/big.bin", sfs.m("local")], check=False)
+    assert r.returncode != 0 and "No space left on device" in r.stderr, r
+    run(["rm", "-f", sfs.m("local", "big.bin")])
+    # the queued files were not touched, and space is usable again
+    write_file(q / "small.bin", pseudo_random(100_000, 503))
+    run(["cp", q / "small.bin", sfs.m("local")])
+    sfs.wait_uploaded(*[sfs.m("local", n) for n in ("q1.bin", "q2.bin", "small.bin")],
+                      timeout=60)
+    assert_same_files(q, dest)
+    sfs.wait_spool_empty()
+
+
+@pytest.mark.allow_log(NOSPACE_LOG)
+def test_enospc_past_max_size(sfs):
+    sfs.set_spool(max_size="1M")
+    dest = sfs.add_dest("local", max_rate="200K", connections=1)
+    sfs.mount()
+    q = sfs.src / "q"
+    write_file(q / "first.bin", pseudo_random(512 * 1024, 600))
+    run(["cp", q / "first.bin", sfs.m("local")])
+    write_file(sfs.src / "big" / "big.bin", pseudo_random(1 << 20, 601))
+    r = run(["cp", sfs.src / "big/big.bin", sfs.m("local")], check=False)
+    assert r.returncode != 0 and "No space left on device" in r.stderr, r
+    run(["rm", "-f", sfs.m("local", "big.bin")])
+    sfs.wait_uploaded(sfs.m("local", "first.bin"))
+    # the quota counts unsent data only: after the upload there is room again
+    write_file(q / "second.bin", pseudo_random(768 * 1024, 602))
+    run(["cp", q / "second.bin", sfs.m("local")])
+    sfs.wait_uploaded(sfs.m("local", "second.bin"))
+    assert_same_files(q, dest)
+    sfs.wait_spool_empty()
