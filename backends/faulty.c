@@ -276,6 +276,24 @@ static int faulty_mkdirs(struct spoolfs_conn *conn, const char *dir,
 	return ic->backend->mkdirs(ic, dir, err);
 }
 
+/*
+ * The inner put failed on its own (a missing directory, say) before the cut
+ * could happen: re-arm the cut for the next put, unless a test armed a new
+ * one meanwhile.
+ */
+static void put_after_give_back(const struct decision *d)
+{
+	pthread_mutex_lock(&fault_lock);
+	if (put_after.remaining == 0) {
+		put_after.remaining = 1;
+		put_after.code = d->code;
+		snprintf(put_after.msg, sizeof(put_after.msg), "%s", d->msg);
+		put_after_bytes = d->put_bytes;
+		injected[SPOOLFS_FAULTY_PUT]--;
+	}
+	pthread_mutex_unlock(&fault_lock);
+}
+
 static int faulty_put(struct spoolfs_conn *conn, const char *path, int fd,
 		      uint64_t offset, uint64_t size,
 		      spoolfs_progress_fn progress, void *arg,
@@ -300,8 +318,11 @@ static int faulty_put(struct spoolfs_conn *conn, const char *path, int fd,
 		return injected_error(&d, err);
 	if (d.fail_after && d.put_bytes < size - offset)
 		end = offset + d.put_bytes;
-	if (ic->backend->put(ic, path, fd, offset, end, progress, arg, err) < 0)
+	if (ic->backend->put(ic, path, fd, offset, end, progress, arg, err) < 0) {
+		if (d.fail_after)
+			put_after_give_back(&d);
 		return -1;
+	}
 	if (d.fail_after)
 		return injected_error(&d, err);
 	return 0;

@@ -55,7 +55,9 @@ void spoolfs_faulty_fail(enum spoolfs_faulty_op op, int n,
  * a true partial file of offset + BYTES bytes at the target -- and then fails
  * with CODE and MSG, like a connection lost mid-transfer.  When BYTES covers
  * the whole rest of the file, everything is written and the put still fails
- * (the reply was lost).  One shot; checked after spoolfs_faulty_fail(PUT).
+ * (the reply was lost).  One shot, used up only by a put that reached the
+ * cut: when the real put fails first (a missing directory, say), the next
+ * put gets it.  Checked after spoolfs_faulty_fail(PUT).
  */
 void spoolfs_faulty_fail_put_after(uint64_t bytes, enum spoolfs_err code,
 				   const char *msg);

@@ -586,6 +586,7 @@ static int file_rename(struct spoolfs_conn *conn, const char *from,
 	char pf[PATH_MAX], pt[PATH_MAX];
 	const char *fbase, *tbase;
 	int fdir, tdir, rc = -1;
+	bool sync_dir = true;
 
 	if (root_check(fc, err) < 0)
 		return -1;
@@ -600,8 +601,12 @@ static int file_rename(struct spoolfs_conn *conn, const char *from,
 	if (fdir < 0)
 		return fail(fc, err, errno, "cannot rename '%s' to '%s'", pf,
 			    pt);
-	/* Readable, so that it can be fsynced. */
+	/* Readable, so that it can be fsynced (unless it is a drop box). */
 	tdir = open_parent(fc, to, O_RDONLY, &tbase);
+	if (tdir < 0 && errno == EACCES) {
+		tdir = open_parent(fc, to, O_PATH, &tbase);
+		sync_dir = false;
+	}
 	if (tdir < 0) {
 		fail(fc, err, errno, "cannot rename '%s' to '%s'", pf, pt);
 		goto out_fdir;
@@ -618,8 +623,8 @@ static int file_rename(struct spoolfs_conn *conn, const char *from,
 		goto out_tdir;
 	}
 	/* Some filesystems cannot fsync a directory; that is not an error. */
-	if (fsync(tdir) < 0 && errno != EINVAL && errno != ENOTSUP &&
-	    errno != EROFS) {
+	if (sync_dir && fsync(tdir) < 0 && errno != EINVAL &&
+	    errno != ENOTSUP && errno != EROFS) {
 		fail(fc, err, errno, "cannot sync directory of '%s'", pt);
 		goto out_tdir;
 	}

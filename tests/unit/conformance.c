@@ -59,7 +59,7 @@ static size_t ndirs_made;
 		CHECK_EQ_INT(rc_, 0);                                      \
 	} while (0)
 
-/* The call failed with CODE and a one-line message. */
+/* The call failed with WANT and a one-line message without the password. */
 #define CHECK_FAIL(call, want)                                             \
 	do {                                                               \
 		int rc_ = (call);                                          \
@@ -67,6 +67,8 @@ static size_t ndirs_made;
 		CHECK_EQ_STR(spoolfs_err_name(err.code),                   \
 			     spoolfs_err_name(want));                      \
 		CHECK(err.msg[0] != '\0' && !strchr(err.msg, '\n'));       \
+		CHECK(!dest->password || !*dest->password ||               \
+		      !strstr(err.msg, dest->password));                   \
 	} while (0)
 
 /* ---- helpers ---- */

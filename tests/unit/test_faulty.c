@@ -273,6 +273,22 @@ static void test_partial_put(void)
 				      &err), -1);
 	CHECK(holds("big.part", data, n));
 
+	/* A put that fails on its own before the cut does not use it up. */
+	spoolfs_faulty_reset();
+	spoolfs_faulty_fail_put_after(10, SPOOLFS_E_RESET, NULL);
+	CHECK_EQ_INT(spoolfs_conn_put(c, "newdir/f", fd, 0, n, NULL, NULL,
+				      &err), -1);
+	CHECK_EQ_INT(err.code, SPOOLFS_E_NOTFOUND);
+	CHECK_EQ_INT(spoolfs_faulty_injected(SPOOLFS_FAULTY_PUT), 0);
+	CHECK_EQ_INT(spoolfs_conn_mkdirs(c, "newdir", &err), 0);
+	CHECK_EQ_INT(spoolfs_conn_put(c, "newdir/f", fd, 0, n, NULL, NULL,
+				      &err), -1);
+	CHECK_EQ_INT(err.code, SPOOLFS_E_RESET);
+	CHECK(holds("newdir/f", data, 10));
+	CHECK_EQ_INT(spoolfs_faulty_injected(SPOOLFS_FAULTY_PUT), 1);
+	CHECK_EQ_INT(spoolfs_conn_remove(c, "newdir/f", &err), 0);
+	CHECK_EQ_INT(rmdir_below("newdir"), 0);
+
 	CHECK_EQ_INT(spoolfs_conn_remove(c, "big.part", &err), 0);
 	close(fd);
 	spoolfs_conn_close(c);
