@@ -29,6 +29,8 @@ struct spool_journal {
 	sqlite3_stmt *st_sync_full;
 	sqlite3_stmt *st_sync_normal;
 	int depth;		/* nesting of spool_journal_begin() */
+	int last_err;		/* sqlite code of the last failed write */
+	char last_msg[256];
 };
 
 static const char schema[] =
@@ -105,12 +107,14 @@ bool spool_state_transition_ok(int from, int to)
 
 const char *spool_journal_errmsg(struct spool_journal *j)
 {
+	if (j && j->last_err)
+		return j->last_msg;
 	return j && j->db ? sqlite3_errmsg(j->db) : "no journal";
 }
 
 int spool_journal_errno(struct spool_journal *j)
 {
-	int rc = j && j->db ? sqlite3_errcode(j->db) : SQLITE_ERROR;
+	int rc = j && j->last_err ? j->last_err : SQLITE_ERROR;
 
 	switch (rc & 0xff) {
 	case SQLITE_FULL:
@@ -255,12 +259,16 @@ static void bind_row(sqlite3_stmt *st, const struct spool_row *r, int i)
 	sqlite3_bind_int(st, i++, r->open);
 }
 
-static int step_done(sqlite3_stmt *st)
+static int step_done(struct spool_journal *j, sqlite3_stmt *st)
 {
 	int rc = sqlite3_step(st);
 
-	if (rc != SQLITE_DONE)
-		log_error("journal: %s", sqlite3_errmsg(sqlite3_db_handle(st)));
+	if (rc != SQLITE_DONE) {
+		j->last_err = rc;
+		snprintf(j->last_msg, sizeof(j->last_msg), "%s",
+			 sqlite3_errmsg(j->db));
+		log_error("journal: %s", j->last_msg);
+	}
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	return rc == SQLITE_DONE ? 0 : -1;
@@ -269,7 +277,7 @@ static int step_done(sqlite3_stmt *st)
 int spool_journal_insert(struct spool_journal *j, struct spool_row *row)
 {
 	bind_row(j->st_insert, row, 1);
-	if (step_done(j->st_insert) < 0)
+	if (step_done(j, j->st_insert) < 0)
 		return -1;
 	row->id = sqlite3_last_insert_rowid(j->db);
 	return 0;
@@ -279,7 +287,7 @@ int spool_journal_save(struct spool_journal *j, const struct spool_row *row)
 {
 	sqlite3_bind_int64(j->st_save, 1, row->id);
 	bind_row(j->st_save, row, 2);
-	return step_done(j->st_save);
+	return step_done(j, j->st_save);
 }
 
 int spool_journal_save_durable(struct spool_journal *j,
@@ -290,17 +298,17 @@ int spool_journal_save_durable(struct spool_journal *j,
 	/* Inside a batch the pragma cannot change; the batch's commit is
 	 * what counts then, and callers don't batch durable saves. */
 	if (j->depth == 0)
-		step_done(j->st_sync_full);
+		step_done(j, j->st_sync_full);
 	rc = spool_journal_save(j, row);
 	if (j->depth == 0)
-		step_done(j->st_sync_normal);
+		step_done(j, j->st_sync_normal);
 	return rc;
 }
 
 int spool_journal_delete(struct spool_journal *j, int64_t id)
 {
 	sqlite3_bind_int64(j->st_delete, 1, id);
-	return step_done(j->st_delete);
+	return step_done(j, j->st_delete);
 }
 
 int spool_journal_begin(struct spool_journal *j)
@@ -335,7 +343,7 @@ int spool_journal_event(struct spool_journal *j, int64_t node, const char *dest,
 	bind_text(st, 4, path);
 	bind_text(st, 5, kind);
 	bind_text(st, 6, msg);
-	return step_done(st);
+	return step_done(j, st);
 }
 
 static const char *col_text(sqlite3_stmt *st, int i)

@@ -48,7 +48,7 @@ struct spool_handle {
 	struct spool_node *node;
 	int fd;
 	bool writable;
-	bool readonly_view;
+	int write_errno;	/* a write through this handle failed */
 };
 
 int64_t spool_now_ms(void)
@@ -704,6 +704,7 @@ static void virtual_dir_stat(struct spool *sp, struct stat *st, mode_t mode)
 	st->st_gid = sp->gid;
 	st->st_size = 4096;
 	st->st_blksize = 4096;
+	st->st_mtim = st->st_ctim = st->st_atim = sp->mounted_at;
 }
 
 static void node_stat(struct spool *sp, const struct spool_node *n,
@@ -1511,6 +1512,25 @@ ssize_t spool_read(struct spool_handle *h, char *buf, size_t size, off_t off)
 	return n < 0 ? -errno : n;
 }
 
+/*
+ * Data may not take the last few megabytes of the spool disk: the journal
+ * needs them to record what happens to the files already there.
+ */
+#define JOURNAL_HEADROOM (4ull << 20)
+
+static bool disk_has_room(struct spool *sp, uint64_t delta)
+{
+	struct statvfs sv;
+	uint64_t avail, size, reserve;
+
+	if (fstatvfs(sp->datafd, &sv) < 0)
+		return true;	/* the write itself will tell */
+	avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+	size = (uint64_t)sv.f_blocks * sv.f_frsize;
+	reserve = size / 20 < JOURNAL_HEADROOM ? size / 20 : JOURNAL_HEADROOM;
+	return avail >= delta + reserve;
+}
+
 int spool_write_begin(struct spool_handle *h, size_t size, off_t off)
 {
 	struct spool *sp = h->sp;
@@ -1523,8 +1543,11 @@ int spool_write_begin(struct spool_handle *h, size_t size, off_t off)
 	pthread_mutex_lock(&sp->lock);
 	if (end > n->size)
 		delta = end - n->size;
-	if (delta && sp->cfg->max_size && sp->used + delta > sp->cfg->max_size) {
+	if (delta && ((sp->cfg->max_size &&
+		       sp->used + delta > sp->cfg->max_size) ||
+		      !disk_has_room(sp, delta))) {
 		rc = -ENOSPC;
+		h->write_errno = ENOSPC;
 		goto out;
 	}
 	content_changed_locked(sp, n);
@@ -1554,6 +1577,8 @@ void spool_write_end(struct spool_handle *h, size_t reserved, ssize_t written,
 		CHARGE(sp, n);
 	}
 	n->wseq++;
+	if (written < 0)
+		h->write_errno = errno ? errno : EIO;
 	pthread_mutex_unlock(&sp->lock);
 }
 
@@ -1569,6 +1594,7 @@ ssize_t spool_write(struct spool_handle *h, const char *buf, size_t size,
 	w = pwrite(h->fd, buf, size, off);
 	rc = errno;
 	spool_write_end(h, size, w, off);
+	errno = rc;
 	return w < 0 ? -rc : w;
 }
 
@@ -1630,6 +1656,12 @@ static int commit_written(struct spool_handle *h)
 		pthread_mutex_unlock(&sp->lock);
 		return 0;
 	}
+	if (h->write_errno) {
+		/* the writer was told; the file is not what it meant to write */
+		rc = -h->write_errno;
+		pthread_mutex_unlock(&sp->lock);
+		return rc;
+	}
 	seq = n->wseq;
 	pthread_mutex_unlock(&sp->lock);
 
@@ -1688,6 +1720,17 @@ void spool_release(struct spool_handle *h)
 	if (last_writer)
 		commit_written(h);
 	pthread_mutex_lock(&sp->lock);
+	if (h->write_errno && n->writers == 1 && n->linked &&
+	    n->state == SPOOL_WRITING && n->area == SPOOL_AREA_MAIN) {
+		char msg[160];
+
+		snprintf(msg, sizeof(msg), "incomplete: a write failed (%s); "
+			 "not uploaded", strerror(h->write_errno));
+		log_warn("%s: '%s' %s", n->dest->conf->name, n->name, msg);
+		n->writers--;	/* not open any more: the row says so */
+		node_fail_locked(sp, n, msg);
+		n->writers++;
+	}
 	close(h->fd);
 	n->openers--;
 	if (h->writable && --n->writers == 0 && n->linked &&
@@ -2097,6 +2140,7 @@ int spool_open(struct spool **spp, const struct spoolfs_config *cfg,
 	sp->datafd = sp->lockfd = -1;
 	sp->uid = getuid();
 	sp->gid = getgid();
+	sp->mounted_at = now_ts();
 	pthread_mutex_init(&sp->lock, NULL);
 	pthread_cond_init(&sp->cond, NULL);
 	sp->dir = strdup(cfg->spool_dir);

@@ -127,6 +127,7 @@ struct spool {
 	bool started;
 	uid_t uid;
 	gid_t gid;
+	struct timespec mounted_at;
 };
 
 /* Time in ms since the epoch. */

@@ -429,11 +429,19 @@ static void test_quota(void)
 				  O_WRONLY | O_CREAT, &h), 0);
 	CHECK_EQ_INT(spool_write(h, buf, sizeof(buf), 0), -ENOSPC);
 	CHECK_EQ_INT(spool_write(h, buf, 4000, 0), 4000);
-	CHECK_EQ_INT(spool_flush(h), 0);
+	/* a file whose write failed is never queued as if complete */
+	CHECK_EQ_INT(spool_flush(h), -ENOSPC);
 	spool_release(h);
+	CHECK(state_is(f.sp, "/a/.failed/two", "failed"));
+	CHECK(strstr(xattr(f.sp, "/a/.failed/two", "user.spoolfs.error"),
+		     "incomplete") != NULL);
 	CHECK_EQ_INT(spool_statfs(f.sp, &sv), 0);
 	CHECK_EQ_INT(sv.f_bavail * sv.f_frsize, 0);
 	CHECK(state_is(f.sp, "/a/one", "queued"));
+	/* discarding the failed copy frees its room */
+	CHECK_EQ_INT(spool_unlink(f.sp, "/a/.failed/two"), 0);
+	CHECK_EQ_INT(put_file(f.sp, "/a/three", buf, 4000), 0);
+	CHECK(state_is(f.sp, "/a/three", "queued"));
 	fixture_close(&f);
 }
 
