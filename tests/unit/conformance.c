@@ -327,6 +327,17 @@ static int progress_cb(void *arg, uint64_t done)
 	return p->cancel_at && p->calls >= p->cancel_at;
 }
 
+/* backend.h: progress "at least every few hundred kilobytes". */
+static void check_progress_calls(const struct progress *p, size_t n,
+				 const char *what)
+{
+	if (p->calls < n / MiB)
+		fprintf(stderr, "%s:%d: %s of %zu bytes called progress %u "
+			"times, expected at least %zu\n", __FILE__, __LINE__,
+			what, n, p->calls, n / MiB);
+	CHECK(p->calls >= n / MiB);
+}
+
 /* "a/b" + "c" with the destination's path rules ("" is the login dir). */
 static char *path_join(const char *base, const char *name)
 	__attribute__((returns_nonnull));
@@ -410,7 +421,7 @@ static void case_put_big(void)
 	close(fd);
 	CHECK(!pr.backwards);
 	CHECK(pr.last <= n);
-	CHECK(pr.calls >= n / MiB);	/* "every few hundred kilobytes" */
+	check_progress_calls(&pr, n, "put");
 	CHECK_SIZE(rp("big.bin"), n);
 	CHECK_CONTENT(rp("big.bin"), data, n);
 
@@ -421,7 +432,7 @@ static void case_put_big(void)
 				  &err));
 	close(fd);
 	CHECK(!pr.backwards);
-	CHECK(pr.calls >= n / MiB);
+	check_progress_calls(&pr, n, "get");
 	CHECK(pr.last <= n);
 	cleanup(rp("big.bin"));
 	free(data);
