@@ -1,0 +1,1927 @@
+/*
+ * sftp.c - the sftp:// backend: one libssh2 SSH session and SFTP channel per
+ * connection (that is, per worker), reused across files.
+ *
+ * Design
+ *
+ * - Non-blocking I/O, one clock.  The session runs in libssh2's non-blocking
+ *   mode; every call that returns EAGAIN is retried after poll() on the
+ *   socket in the direction libssh2 asks for (sc_wait()).  Each operation
+ *   has a deadline: connect_timeout for the whole connect (TCP, handshake,
+ *   host key, auth, SFTP init, root check); stall_timeout without a reply for
+ *   metadata operations (-> SPOOLFS_E_TIMEOUT); stall_timeout without a
+ *   single acknowledged byte for put/get (-> SPOOLFS_E_STALL).  A transfer
+ *   that makes progress is never cut off, and a dead or stalled server
+ *   never holds a worker longer than stall_timeout.  TCP keepalive and
+ *   TCP_USER_TIMEOUT on the socket catch a peer that vanished while the
+ *   connection sat idle between files; SSH keepalives go out while we wait
+ *   for a slow reply.
+ *
+ * - Throughput.  libssh2_sftp_write() splits what it is handed into 30000
+ *   byte SSH_FXP_WRITE requests, sends all of them, and returns as soon as
+ *   the first ones are acknowledged; called again with the same data
+ *   (advanced by what was acknowledged) it only sends what is new.  put()
+ *   keeps a sliding window of PUT_INFLIGHT bytes in flight that way, like
+ *   OpenSSH's 64 outstanding requests.
+ *
+ * - Host keys are always verified, before anything is sent that depends on
+ *   the server: a `host_key = SHA256:...` pin, else the known_hosts file
+ *   (OpenSSH format, hashed entries and [host]:port work).  The host key
+ *   algorithms the file knows for this host are preferred in the handshake,
+ *   so a server with several host keys shows the one we can check.
+ *
+ * - Overwriting rename.  OpenSSH's SSH_FXP_RENAME refuses an existing
+ *   target, and libssh2 1.10 sends its OVERWRITE flag only to SFTP v5+
+ *   servers and knows no posix-rename@openssh.com.  So a second, tiny SFTP
+ *   channel on the same session (opened at the first rename) speaks just
+ *   INIT/VERSION and the posix-rename extension; servers without it get
+ *   remove + rename.
+ *
+ * - Errors are translated once, here: SFTP status codes (the session stays
+ *   usable) and session/socket errors (the connection is marked dead, every
+ *   later call fails at once with SPOOLFS_E_RESET, and the spool reconnects).
+ *   Messages name the server as host:port and never hold a password.
+ *
+ * Limits: OpenSSH reports ENOSPC/EDQUOT as a plain "failure" (SFTP v3), so a
+ * full disk there is SPOOLFS_E_IO; QUOTA/NOSPACE come only from servers that
+ * send those codes.  Uploads are not fsync'ed on the server.
+ *
+ * Threads: a connection is used by one thread at a time; the only global
+ * state is libssh2_init(), done once under pthread_once.
+ */
+#include "backend.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libssh2.h>
+#include <libssh2_sftp.h>
+
+#define SFTP_MAX_PACKET		30000u		/* libssh2's SSH_FXP_WRITE size */
+#define PUT_INFLIGHT		(SFTP_MAX_PACKET * 64)
+#define XFER_BUF		(SFTP_MAX_PACKET * 256)
+/* libssh2_sftp_read() reads ahead 4x what it is handed. */
+#define GET_CHUNK		(SFTP_MAX_PACKET * 16)
+#define PROGRESS_EVERY		(256u * 1024)
+#define DISCONNECT_MS		2000
+#define SC_TIMEDOUT		(-10000)	/* our code: the deadline passed */
+
+/* SFTP packet types, for the side channel (draft-ietf-secsh-filexfer-02). */
+#define FXP_INIT		1
+#define FXP_VERSION		2
+#define FXP_STATUS		101
+#define FXP_EXTENDED		200
+#define RCHAN_MAX_PACKET	(256 * 1024)
+
+struct sftp_conn {
+	const struct spoolfs_dest *dest;
+	char where[300];		/* "host:port" for messages */
+	const char *user;
+	int port;
+
+	int sock;
+	LIBSSH2_SESSION *session;
+	LIBSSH2_SFTP *sftp;
+	bool dead;			/* session unusable: fail fast */
+	int kbd_rounds;			/* keyboard-interactive prompts answered */
+
+	char *root;			/* absolute remote root, no trailing '/' */
+	char known_types[256];		/* key types known_hosts has for us */
+
+	/* the posix-rename side channel */
+	LIBSSH2_CHANNEL *rchan;
+	int rename_ext;			/* -1 unknown, 0 absent, 1 offered */
+	uint32_t rchan_id;
+
+	unsigned char *buf;		/* transfer buffer for put/get */
+	size_t bufcap;			/* its size, at most XFER_BUF */
+};
+
+static pthread_once_t sc_init_once = PTHREAD_ONCE_INIT;
+static int sc_init_rc;
+
+static void sc_global_init(void)
+{
+	sc_init_rc = libssh2_init(0);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t stall_ms(const struct sftp_conn *c)
+{
+	return c->dest->stall_timeout_ms ? c->dest->stall_timeout_ms : 60000;
+}
+
+static uint64_t connect_ms(const struct sftp_conn *c)
+{
+	return c->dest->connect_timeout_ms ? c->dest->connect_timeout_ms
+					   : 30000;
+}
+
+/* ------------------------------------------------------------ waiting */
+
+/*
+ * Wait until the socket is ready in the direction libssh2 is blocked on.
+ * Returns 0 to try the call again, -1 once DEADLINE has passed.
+ */
+static int sc_wait(struct sftp_conn *c, int64_t deadline)
+{
+	int dir = libssh2_session_block_directions(c->session);
+	struct pollfd pfd = { .fd = c->sock };
+	int64_t left = deadline - now_ms();
+	int keep_next = 0, tmo;
+
+	if (left <= 0)
+		return -1;
+	if (dir & LIBSSH2_SESSION_BLOCK_INBOUND)
+		pfd.events |= POLLIN;
+	if (dir & LIBSSH2_SESSION_BLOCK_OUTBOUND)
+		pfd.events |= POLLOUT;
+	/* A keepalive can only go out when no packet is half sent. */
+	if (!(dir & LIBSSH2_SESSION_BLOCK_OUTBOUND) &&
+	    libssh2_keepalive_send(c->session, &keep_next) != 0)
+		keep_next = 0;
+	if (!pfd.events) {
+		/* EAGAIN from the SFTP layer with nothing pending on the
+		 * socket: don't spin. */
+		pfd.events = POLLIN;
+		if (left > 10)
+			left = 10;
+	}
+	tmo = left > 60000 ? 60000 : (int)left;
+	if (keep_next > 0 && keep_next * 1000 < tmo)
+		tmo = keep_next * 1000;
+	if (poll(&pfd, 1, tmo) < 0 && errno != EINTR)
+		return -1;
+	return 0;
+}
+
+/* Retry EXPR (an int-returning libssh2 call) until it stops saying EAGAIN. */
+#define SC_RETRY(c, deadline, rc, expr)					\
+	while (((rc) = (expr)) == LIBSSH2_ERROR_EAGAIN)			\
+		if (sc_wait((c), (deadline)) < 0) {			\
+			(rc) = SC_TIMEDOUT;				\
+			break;						\
+		}
+
+/* The same for calls that return a pointer and NULL on error. */
+#define SC_RETRY_PTR(c, deadline, rc, ptr, expr)			\
+	for (;;) {							\
+		(ptr) = (expr);						\
+		(rc) = (ptr) ? 0 : libssh2_session_last_errno((c)->session); \
+		if ((ptr) || (rc) != LIBSSH2_ERROR_EAGAIN)		\
+			break;						\
+		if (sc_wait((c), (deadline)) < 0) {			\
+			(rc) = SC_TIMEDOUT;				\
+			break;						\
+		}							\
+	}
+
+/* ------------------------------------------------------------ errors */
+
+static enum spoolfs_err sc_status(unsigned long st, const char **text)
+{
+	switch (st) {
+	case LIBSSH2_FX_NO_SUCH_FILE:
+	case LIBSSH2_FX_NO_SUCH_PATH:
+		*text = "no such file or directory";
+		return SPOOLFS_E_NOTFOUND;
+	case LIBSSH2_FX_NOT_A_DIRECTORY:
+		*text = "not a directory";
+		return SPOOLFS_E_NOTFOUND;
+	case LIBSSH2_FX_PERMISSION_DENIED:
+		*text = "permission denied";
+		return SPOOLFS_E_PERM;
+	case LIBSSH2_FX_WRITE_PROTECT:
+		*text = "the server's filesystem is read-only";
+		return SPOOLFS_E_PERM;
+	case LIBSSH2_FX_QUOTA_EXCEEDED:
+		*text = "over quota on the server";
+		return SPOOLFS_E_QUOTA;
+	case LIBSSH2_FX_NO_SPACE_ON_FILESYSTEM:
+		*text = "no space left on the server";
+		return SPOOLFS_E_NOSPACE;
+	case LIBSSH2_FX_NO_MEDIA:
+		*text = "no media on the server";
+		return SPOOLFS_E_IO;
+	case LIBSSH2_FX_FILE_ALREADY_EXISTS:
+		*text = "file already exists";
+		return SPOOLFS_E_IO;
+	case LIBSSH2_FX_DIR_NOT_EMPTY:
+		*text = "directory not empty";
+		return SPOOLFS_E_IO;
+	case LIBSSH2_FX_INVALID_FILENAME:
+		*text = "invalid file name";
+		return SPOOLFS_E_NAME;
+	case LIBSSH2_FX_LINK_LOOP:
+		*text = "too many symbolic links";
+		return SPOOLFS_E_NAME;
+	case LIBSSH2_FX_OP_UNSUPPORTED:
+		*text = "operation not supported by the server";
+		return SPOOLFS_E_UNSUPPORTED;
+	case LIBSSH2_FX_NO_CONNECTION:
+	case LIBSSH2_FX_CONNECTION_LOST:
+		*text = "connection lost";
+		return SPOOLFS_E_RESET;
+	case LIBSSH2_FX_LOCK_CONFLICT:
+		*text = "locked on the server";
+		return SPOOLFS_E_BUSY;
+	case LIBSSH2_FX_BAD_MESSAGE:
+		*text = "the server rejected the request as malformed";
+		return SPOOLFS_E_PROTO;
+	case LIBSSH2_FX_INVALID_HANDLE:
+		*text = "invalid handle";
+		return SPOOLFS_E_PROTO;
+	case LIBSSH2_FX_EOF:
+		*text = "unexpected end of file";
+		return SPOOLFS_E_PROTO;
+	case LIBSSH2_FX_FAILURE:
+	default:
+		*text = "failure reported by the server (disk full, quota, "
+			"or another server-side error)";
+		return SPOOLFS_E_IO;
+	}
+}
+
+/* A session-level libssh2 error: which code, and is the session gone? */
+static enum spoolfs_err sc_session_code(int rc)
+{
+	switch (rc) {
+	case SC_TIMEDOUT:
+	case LIBSSH2_ERROR_TIMEOUT:
+	case LIBSSH2_ERROR_SOCKET_TIMEOUT:
+		return SPOOLFS_E_TIMEOUT;
+	case LIBSSH2_ERROR_ALLOC:
+		return SPOOLFS_E_IO;
+	case LIBSSH2_ERROR_PROTO:
+	case LIBSSH2_ERROR_CHANNEL_PACKET_EXCEEDED:
+	case LIBSSH2_ERROR_CHANNEL_WINDOW_EXCEEDED:
+		return SPOOLFS_E_PROTO;
+	default:
+		return SPOOLFS_E_RESET;
+	}
+}
+
+/*
+ * Fill *err for a failed libssh2 call that returned RC (SC_TIMEDOUT when
+ * our deadline passed): "WHAT: reason".  An SFTP status leaves the session
+ * usable; anything else marks it dead.  STALL: a transfer's stall rather
+ * than a reply timeout.  Returns -1.
+ */
+static int sc_fail(struct sftp_conn *c, struct spoolfs_error *err, int rc,
+		   bool stall, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
+static int sc_fail(struct sftp_conn *c, struct spoolfs_error *err, int rc,
+		   bool stall, const char *fmt, ...)
+{
+	char what[SPOOLFS_ERRMSG_MAX];
+	const char *text = NULL;
+	enum spoolfs_err code;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+
+	if (rc == LIBSSH2_ERROR_SFTP_PROTOCOL && c->sftp) {
+		code = sc_status(libssh2_sftp_last_error(c->sftp), &text);
+		if (code == SPOOLFS_E_RESET)
+			c->dead = true;
+		return spoolfs_error_set(err, code, "%s: %s", what, text);
+	}
+	c->dead = true;
+	if (rc == SC_TIMEDOUT) {
+		unsigned long s = (unsigned long)(stall_ms(c) / 1000);
+
+		if (stall)
+			return spoolfs_error_set(err, SPOOLFS_E_STALL,
+				"%s: stalled, no progress for %lu s "
+				"(stall_timeout)", what, s);
+		return spoolfs_error_set(err, SPOOLFS_E_TIMEOUT,
+			"%s: no reply for %lu s", what, s);
+	}
+	code = sc_session_code(rc);
+	if (c->session)
+		libssh2_session_last_error(c->session, (char **)&text, NULL,
+					   0);
+	if (code == SPOOLFS_E_RESET)
+		return spoolfs_error_set(err, code, "%s: connection lost (%s)",
+			what, text && *text ? text : "socket error");
+	return spoolfs_error_set(err, code, "%s: %s", what,
+				 text && *text ? text : "ssh error");
+}
+
+static int sc_check_alive(struct sftp_conn *c, struct spoolfs_error *err)
+{
+	if (!c->dead)
+		return 0;
+	return spoolfs_error_set(err, SPOOLFS_E_RESET,
+				 "connection to %s was lost; reconnecting",
+				 c->where);
+}
+
+/* ------------------------------------------------------------ paths */
+
+/* The remote path of REL (relative to the root): malloc'd. */
+static char *sc_path(const struct sftp_conn *c, const char *rel)
+{
+	size_t n = strlen(c->root) + strlen(rel) + 2;
+	char *s = malloc(n);
+	bool slash = strcmp(c->root, "/") != 0;
+
+	if (!s)
+		return NULL;
+	if (!*rel)
+		snprintf(s, n, "%s", c->root);
+	else
+		snprintf(s, n, "%s%s%s", c->root, slash ? "/" : "", rel);
+	return s;
+}
+
+static int sc_oom(struct spoolfs_error *err)
+{
+	return spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
+}
+
+/* ------------------------------------------------------------ TCP */
+
+static int tcp_connect(struct sftp_conn *c, int64_t deadline,
+		       struct spoolfs_error *err)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC,
+				  .ai_socktype = SOCK_STREAM };
+	struct addrinfo *res, *ai;
+	char portstr[16];
+	int rc, fd = -1, last_errno = 0;
+	bool timed_out = false;
+
+	snprintf(portstr, sizeof(portstr), "%d", c->port);
+	rc = getaddrinfo(c->dest->host, portstr, &hints, &res);
+	if (rc != 0)
+		return spoolfs_error_set(err, SPOOLFS_E_CONNECT,
+					 "cannot resolve host '%s': %s",
+					 c->dest->host, gai_strerror(rc));
+	for (ai = res; ai; ai = ai->ai_next) {
+		struct pollfd pfd;
+		socklen_t sl = sizeof(int);
+		int soerr = 0;
+		int64_t left;
+
+		fd = socket(ai->ai_family,
+			    ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+			    ai->ai_protocol);
+		if (fd < 0) {
+			last_errno = errno;
+			continue;
+		}
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+			break;
+		if (errno != EINPROGRESS) {
+			last_errno = errno;
+			goto next;
+		}
+		pfd.fd = fd;
+		pfd.events = POLLOUT;
+		for (;;) {
+			left = deadline - now_ms();
+			if (left <= 0) {
+				timed_out = true;
+				goto next;
+			}
+			rc = poll(&pfd, 1, left > 60000 ? 60000 : (int)left);
+			if (rc > 0)
+				break;
+			if (rc < 0 && errno != EINTR) {
+				last_errno = errno;
+				goto next;
+			}
+		}
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+			soerr = errno;
+		if (soerr == 0)
+			break;
+		last_errno = soerr;
+next:
+		close(fd);
+		fd = -1;
+		if (timed_out)
+			break;
+	}
+	freeaddrinfo(res);
+	if (fd < 0) {
+		if (timed_out)
+			return spoolfs_error_set(err, SPOOLFS_E_TIMEOUT,
+				"cannot connect to %s: timed out after %lu s",
+				c->where,
+				(unsigned long)(connect_ms(c) / 1000));
+		return spoolfs_error_set(err, SPOOLFS_E_CONNECT,
+					 "cannot connect to %s: %s", c->where,
+					 strerror(last_errno));
+	}
+	{
+		int one = 1, idle = 30, intvl = 10, cnt = 3;
+		unsigned int utmo = (unsigned int)stall_ms(c);
+
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl,
+			   sizeof(intvl));
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+		setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &utmo,
+			   sizeof(utmo));
+	}
+	c->sock = fd;
+	return 0;
+}
+
+/* ------------------------------------------------------------ host keys */
+
+static const char *hostkey_method(int type)
+{
+	switch (type) {
+	case LIBSSH2_HOSTKEY_TYPE_RSA: return "ssh-rsa";
+	case LIBSSH2_HOSTKEY_TYPE_DSS: return "ssh-dss";
+	case LIBSSH2_HOSTKEY_TYPE_ECDSA_256: return "ecdsa-sha2-nistp256";
+	case LIBSSH2_HOSTKEY_TYPE_ECDSA_384: return "ecdsa-sha2-nistp384";
+	case LIBSSH2_HOSTKEY_TYPE_ECDSA_521: return "ecdsa-sha2-nistp521";
+	case LIBSSH2_HOSTKEY_TYPE_ED25519: return "ssh-ed25519";
+	default: return NULL;
+	}
+}
+
+static int hostkey_kh_type(int type)
+{
+	switch (type) {
+	case LIBSSH2_HOSTKEY_TYPE_RSA: return LIBSSH2_KNOWNHOST_KEY_SSHRSA;
+	case LIBSSH2_HOSTKEY_TYPE_DSS: return LIBSSH2_KNOWNHOST_KEY_SSHDSS;
+	case LIBSSH2_HOSTKEY_TYPE_ECDSA_256:
+		return LIBSSH2_KNOWNHOST_KEY_ECDSA_256;
+	case LIBSSH2_HOSTKEY_TYPE_ECDSA_384:
+		return LIBSSH2_KNOWNHOST_KEY_ECDSA_384;
+	case LIBSSH2_HOSTKEY_TYPE_ECDSA_521:
+		return LIBSSH2_KNOWNHOST_KEY_ECDSA_521;
+	case LIBSSH2_HOSTKEY_TYPE_ED25519:
+		return LIBSSH2_KNOWNHOST_KEY_ED25519;
+	default: return LIBSSH2_KNOWNHOST_KEY_UNKNOWN;
+	}
+}
+
+static const char *kh_type_method(int typemask)
+{
+	switch (typemask & LIBSSH2_KNOWNHOST_KEY_MASK) {
+	case LIBSSH2_KNOWNHOST_KEY_SSHRSA: return "ssh-rsa";
+	case LIBSSH2_KNOWNHOST_KEY_SSHDSS: return "ssh-dss";
+	case LIBSSH2_KNOWNHOST_KEY_ECDSA_256: return "ecdsa-sha2-nistp256";
+	case LIBSSH2_KNOWNHOST_KEY_ECDSA_384: return "ecdsa-sha2-nistp384";
+	case LIBSSH2_KNOWNHOST_KEY_ECDSA_521: return "ecdsa-sha2-nistp521";
+	case LIBSSH2_KNOWNHOST_KEY_ED25519: return "ssh-ed25519";
+	default: return NULL;
+	}
+}
+
+/* Base64 (standard alphabet) without '=' padding, as OpenSSH prints it. */
+static void b64_nopad(const unsigned char *in, size_t n, char *out)
+{
+	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				  "abcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t i;
+	char *o = out;
+
+	for (i = 0; i + 2 < n; i += 3) {
+		*o++ = tab[in[i] >> 2];
+		*o++ = tab[((in[i] & 3) << 4) | (in[i + 1] >> 4)];
+		*o++ = tab[((in[i + 1] & 15) << 2) | (in[i + 2] >> 6)];
+		*o++ = tab[in[i + 2] & 63];
+	}
+	if (n - i == 1) {
+		*o++ = tab[in[i] >> 2];
+		*o++ = tab[(in[i] & 3) << 4];
+	} else if (n - i == 2) {
+		*o++ = tab[in[i] >> 2];
+		*o++ = tab[((in[i] & 3) << 4) | (in[i + 1] >> 4)];
+		*o++ = tab[(in[i + 1] & 15) << 2];
+	}
+	*o = '\0';
+}
+
+static const char *known_hosts_path(const struct sftp_conn *c, char *buf,
+				    size_t n)
+{
+	const char *home;
+
+	if (c->dest->known_hosts && *c->dest->known_hosts)
+		return c->dest->known_hosts;
+	home = getenv("HOME");
+	if (!home || !*home) {
+		struct passwd *pw = getpwuid(geteuid());
+
+		home = pw ? pw->pw_dir : "/";
+	}
+	snprintf(buf, n, "%s/.ssh/known_hosts", home);
+	return buf;
+}
+
+/*
+ * Load the known_hosts file line by line, so that one line libssh2 cannot
+ * parse (a key type it does not know, @cert-authority) does not hide the
+ * rest.  A missing file is an empty one.
+ */
+static LIBSSH2_KNOWNHOSTS *kh_load(struct sftp_conn *c, const char *file,
+				   struct spoolfs_error *err)
+{
+	LIBSSH2_KNOWNHOSTS *kh = libssh2_knownhost_init(c->session);
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	FILE *f;
+
+	if (!kh) {
+		sc_oom(err);
+		return NULL;
+	}
+	f = fopen(file, "re");
+	if (!f) {
+		if (errno == ENOENT)
+			return kh;
+		spoolfs_error_set(err, SPOOLFS_E_CONFIG,
+				  "cannot read known_hosts file '%s': %s",
+				  file, strerror(errno));
+		libssh2_knownhost_free(kh);
+		return NULL;
+	}
+	while ((len = getline(&line, &cap, f)) > 0) {
+		while (len > 0 && (line[len - 1] == '\n' ||
+				   line[len - 1] == '\r'))
+			line[--len] = '\0';
+		if (len == 0 || line[0] == '#')
+			continue;
+		(void)libssh2_knownhost_readline(kh, line, (size_t)len,
+					LIBSSH2_KNOWNHOST_FILE_OPENSSH);
+	}
+	free(line);
+	fclose(f);
+	return kh;
+}
+
+/*
+ * Put the host key algorithms that KH knows for our host first in the
+ * handshake's preference list (hashed entries included: every stored key is
+ * checked against our host name), the rest of libssh2's list after them.
+ */
+static void kh_prefer_known(struct sftp_conn *c, LIBSSH2_KNOWNHOSTS *kh)
+{
+	struct libssh2_knownhost *e = NULL;
+	const char **algs = NULL;
+	char prefs[512] = "";
+	size_t used = 0;
+	int nalgs;
+
+	while (libssh2_knownhost_get(kh, &e, e) == 0) {
+		const char *m = kh_type_method(e->typemask);
+		int rc;
+
+		if (!m || strstr(prefs, m))
+			continue;
+		rc = libssh2_knownhost_checkp(kh, c->dest->host, c->port,
+			e->key, strlen(e->key),
+			LIBSSH2_KNOWNHOST_TYPE_PLAIN |
+			LIBSSH2_KNOWNHOST_KEYENC_BASE64 |
+			(e->typemask & LIBSSH2_KNOWNHOST_KEY_MASK), NULL);
+		if (rc != LIBSSH2_KNOWNHOST_CHECK_MATCH)
+			continue;
+		used += (size_t)snprintf(prefs + used, sizeof(prefs) - used,
+					 "%s%s", used ? "," : "", m);
+		if (used >= sizeof(prefs))
+			return;
+	}
+	if (!used)
+		return;
+	snprintf(c->known_types, sizeof(c->known_types), "%s", prefs);
+	nalgs = libssh2_session_supported_algs(c->session,
+					       LIBSSH2_METHOD_HOSTKEY, &algs);
+	for (int i = 0; i < nalgs; i++) {
+		const char *p = prefs;
+		size_t l = strlen(algs[i]);
+		bool have = false;
+
+		while ((p = strstr(p, algs[i]))) {
+			if ((p == prefs || p[-1] == ',') &&
+			    (p[l] == ',' || p[l] == '\0')) {
+				have = true;
+				break;
+			}
+			p += l;
+		}
+		if (!have && used + l + 2 < sizeof(prefs))
+			used += (size_t)snprintf(prefs + used,
+						 sizeof(prefs) - used, ",%s",
+						 algs[i]);
+	}
+	if (nalgs > 0)
+		libssh2_free(c->session, algs);
+	libssh2_session_method_pref(c->session, LIBSSH2_METHOD_HOSTKEY, prefs);
+}
+
+/* The host as known_hosts names it: "host" on port 22, else "[host]:port". */
+static void kh_hostname(const struct sftp_conn *c, char *buf, size_t n)
+{
+	if (c->port == 22)
+		snprintf(buf, n, "%s", c->dest->host);
+	else
+		snprintf(buf, n, "[%s]:%d", c->dest->host, c->port);
+}
+
+static int check_hostkey(struct sftp_conn *c, LIBSSH2_KNOWNHOSTS *kh,
+			 const char *khfile, struct spoolfs_error *err)
+{
+	const unsigned char *sha;
+	const char *key, *method;
+	char fp[64], khname[300];
+	size_t keylen;
+	int type, rc;
+
+	key = libssh2_session_hostkey(c->session, &keylen, &type);
+	sha = (const unsigned char *)libssh2_hostkey_hash(c->session,
+						LIBSSH2_HOSTKEY_HASH_SHA256);
+	if (!key || !sha)
+		return spoolfs_error_set(err, SPOOLFS_E_HOSTKEY,
+			"cannot read the host key of %s", c->where);
+	memcpy(fp, "SHA256:", 7);
+	b64_nopad(sha, 32, fp + 7);
+	method = hostkey_method(type);
+	if (!method)
+		method = "unknown key type";
+	kh_hostname(c, khname, sizeof(khname));
+
+	if (c->dest->host_key && *c->dest->host_key) {
+		const char *pin = c->dest->host_key;
+		size_t pl;
+
+		if (strncasecmp(pin, "SHA256:", 7) == 0)
+			pin += 7;
+		pl = strlen(pin);
+		while (pl > 0 && pin[pl - 1] == '=')
+			pl--;
+		if (pl == strlen(fp + 7) && memcmp(pin, fp + 7, pl) == 0)
+			return 0;
+		return spoolfs_error_set(err, SPOOLFS_E_HOSTKEY,
+			"host key of %s does not match the pinned host_key: "
+			"the server offers %s %s, host_key is %s",
+			khname, method, fp, c->dest->host_key);
+	}
+
+	rc = libssh2_knownhost_checkp(kh, c->dest->host, c->port, key, keylen,
+				      LIBSSH2_KNOWNHOST_TYPE_PLAIN |
+				      LIBSSH2_KNOWNHOST_KEYENC_RAW |
+				      hostkey_kh_type(type), NULL);
+	switch (rc) {
+	case LIBSSH2_KNOWNHOST_CHECK_MATCH:
+		return 0;
+	case LIBSSH2_KNOWNHOST_CHECK_MISMATCH:
+		return spoolfs_error_set(err, SPOOLFS_E_HOSTKEY,
+			"host key of %s has CHANGED: the server offers %s %s, "
+			"which does not match %s (possible man-in-the-middle "
+			"attack; if the key was changed on purpose, replace "
+			"the host's line in that file)",
+			khname, method, fp, khfile);
+	case LIBSSH2_KNOWNHOST_CHECK_NOTFOUND:
+		if (c->known_types[0])
+			return spoolfs_error_set(err, SPOOLFS_E_HOSTKEY,
+				"host key of %s not in %s: the file knows it "
+				"only by %s, which the server did not offer "
+				"in a form libssh2 1.10 speaks (RSA needs "
+				"SHA-1 ssh-rsa); the server offers %s %s, add "
+				"it: ssh-keyscan -p %d -t %s %s >> %s",
+				khname, khfile, c->known_types, method, fp,
+				c->port, method, c->dest->host, khfile);
+		return spoolfs_error_set(err, SPOOLFS_E_HOSTKEY,
+			"host key of %s not in %s (the server offers %s %s); "
+			"check the fingerprint, then add it: ssh-keyscan -p %d "
+			"-t %s %s >> %s",
+			khname, khfile, method, fp, c->port, method,
+			c->dest->host, khfile);
+	default:
+		return spoolfs_error_set(err, SPOOLFS_E_HOSTKEY,
+			"cannot check the host key of %s (%s %s) against %s",
+			khname, method, fp, khfile);
+	}
+}
+
+/* ------------------------------------------------------------ auth */
+
+static LIBSSH2_USERAUTH_KBDINT_RESPONSE_FUNC(kbd_answer)
+{
+	struct sftp_conn *c = *abstract;
+	const char *pw = c->dest->password;
+
+	(void)name;
+	(void)name_len;
+	(void)instruction;
+	(void)instruction_len;
+	if (num_prompts > 0)
+		c->kbd_rounds++;
+	for (int i = 0; i < num_prompts; i++) {
+		/* Answer hidden prompts ("Password:") with the password, a
+		 * few rounds at most: an OTP prompt gets nothing. */
+		const char *a = (!prompts[i].echo && c->kbd_rounds <= 2 && pw)
+				? pw : "";
+
+		responses[i].text = strdup(a);
+		responses[i].length = responses[i].text
+				      ? (unsigned int)strlen(a) : 0;
+	}
+}
+
+static bool has_method(const char *list, const char *m)
+{
+	size_t l = strlen(m);
+	const char *p = list;
+
+	while (p && (p = strstr(p, m))) {
+		if ((p == list || p[-1] == ',') &&
+		    (p[l] == ',' || p[l] == '\0'))
+			return true;
+		p += l;
+	}
+	return false;
+}
+
+static void tried_add(char *tried, size_t n, const char *m)
+{
+	size_t l = strlen(tried);
+
+	if (!has_method(tried, m))
+		snprintf(tried + l, n - l, "%s%s", l ? ", " : "", m);
+}
+
+/*
+ * Whether the identity file holds an RSA key (its .pub says "ssh-rsa", or
+ * it is a PEM RSA key): libssh2 1.10 signs RSA only with SHA-1 ("ssh-rsa"),
+ * which OpenSSH 8.8 and later refuse by default.
+ */
+static bool identity_is_rsa(const char *identity)
+{
+	char path[4096], line[64] = "";
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s.pub", identity);
+	f = fopen(path, "re");
+	if (f) {
+		bool rsa = fgets(line, sizeof(line), f) &&
+			   strncmp(line, "ssh-rsa ", 8) == 0;
+
+		fclose(f);
+		return rsa;
+	}
+	f = fopen(identity, "re");
+	if (!f)
+		return false;
+	if (!fgets(line, sizeof(line), f))
+		line[0] = '\0';
+	fclose(f);
+	return strncmp(line, "-----BEGIN RSA PRIVATE KEY-----", 31) == 0;
+}
+
+static int try_agent(struct sftp_conn *c, int64_t deadline, char *detail,
+		     size_t dn, struct spoolfs_error *err)
+{
+	struct libssh2_agent_publickey *id = NULL;
+	LIBSSH2_AGENT *agent = libssh2_agent_init(c->session);
+	int rc, ok = 1;
+
+	if (!agent)
+		return 1;
+	if (libssh2_agent_connect(agent) != 0) {
+		snprintf(detail, dn, "; cannot reach ssh-agent (SSH_AUTH_SOCK)");
+		goto out;
+	}
+	if (libssh2_agent_list_identities(agent) != 0) {
+		snprintf(detail, dn, "; ssh-agent lists no keys");
+		goto out_disconnect;
+	}
+	while (libssh2_agent_get_identity(agent, &id, id) == 0) {
+		SC_RETRY(c, deadline, rc,
+			 libssh2_agent_userauth(agent, c->user, id));
+		if (rc == 0) {
+			ok = 0;
+			break;
+		}
+		if (rc == SC_TIMEDOUT || rc == LIBSSH2_ERROR_SOCKET_SEND ||
+		    rc == LIBSSH2_ERROR_SOCKET_RECV ||
+		    rc == LIBSSH2_ERROR_SOCKET_DISCONNECT) {
+			ok = sc_fail(c, err, rc, false,
+				     "authentication on %s", c->where);
+			break;
+		}
+	}
+out_disconnect:
+	libssh2_agent_disconnect(agent);
+out:
+	libssh2_agent_free(agent);
+	return ok;
+}
+
+/* Returns 0 when authenticated, -1 with *err set otherwise. */
+static int authenticate(struct sftp_conn *c, int64_t deadline,
+			struct spoolfs_error *err)
+{
+	const struct spoolfs_dest *d = c->dest;
+	unsigned int ulen = (unsigned int)strlen(c->user);
+	char tried[128] = "", detail[300] = "";
+	char *methods;
+	int rc;
+
+	SC_RETRY_PTR(c, deadline, rc, methods,
+		     libssh2_userauth_list(c->session, c->user, ulen));
+	if (!methods) {
+		if (libssh2_userauth_authenticated(c->session))
+			return 0;
+		return sc_fail(c, err, rc, false,
+			       "authentication on %s", c->where);
+	}
+	methods = strdup(methods);
+	if (!methods)
+		return sc_oom(err);
+
+	if (d->identity && *d->identity && has_method(methods, "publickey")) {
+		tried_add(tried, sizeof(tried), "publickey");
+		SC_RETRY(c, deadline, rc,
+			 libssh2_userauth_publickey_fromfile_ex(c->session,
+				c->user, ulen, NULL, d->identity,
+				d->identity_passphrase));
+		if (rc == 0)
+			goto ok;
+		if (rc == LIBSSH2_ERROR_FILE) {
+			snprintf(detail, sizeof(detail),
+				 "; cannot use identity '%s' (%s)", d->identity,
+				 d->identity_passphrase
+				 ? "wrong identity_passphrase_file, or a key "
+				   "format libssh2 cannot read"
+				 : "encrypted key without "
+				   "identity_passphrase_file, or a key format "
+				   "libssh2 cannot read");
+		} else if (rc != LIBSSH2_ERROR_AUTHENTICATION_FAILED &&
+			   rc != LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED) {
+			goto fail_session;
+		} else if (identity_is_rsa(d->identity)) {
+			snprintf(detail, sizeof(detail),
+				 "; '%s' is an RSA key, which this libssh2 can "
+				 "only sign with ssh-rsa (SHA-1), refused by "
+				 "OpenSSH 8.8 and later: use an ed25519 or "
+				 "ecdsa key", d->identity);
+		}
+	}
+	if (d->ssh_agent && has_method(methods, "publickey")) {
+		tried_add(tried, sizeof(tried), "publickey (ssh-agent)");
+		rc = try_agent(c, deadline, detail + strlen(detail),
+			       sizeof(detail) - strlen(detail), err);
+		if (rc == 0)
+			goto ok;
+		if (c->dead)
+			goto out;
+	}
+	if (d->password && has_method(methods, "password")) {
+		tried_add(tried, sizeof(tried), "password");
+		SC_RETRY(c, deadline, rc,
+			 libssh2_userauth_password_ex(c->session, c->user,
+				ulen, d->password,
+				(unsigned int)strlen(d->password), NULL));
+		if (rc == 0)
+			goto ok;
+		if (rc == LIBSSH2_ERROR_PASSWORD_EXPIRED)
+			snprintf(detail, sizeof(detail),
+				 "; the password has expired");
+		else if (rc != LIBSSH2_ERROR_AUTHENTICATION_FAILED)
+			goto fail_session;
+	}
+	if (d->password && has_method(methods, "keyboard-interactive")) {
+		tried_add(tried, sizeof(tried), "keyboard-interactive");
+		c->kbd_rounds = 0;
+		SC_RETRY(c, deadline, rc,
+			 libssh2_userauth_keyboard_interactive_ex(c->session,
+				c->user, ulen, kbd_answer));
+		if (rc == 0)
+			goto ok;
+		if (rc != LIBSSH2_ERROR_AUTHENTICATION_FAILED)
+			goto fail_session;
+	}
+	if (!*tried)
+		spoolfs_error_set(err, SPOOLFS_E_AUTH,
+			"authentication failed for user '%s' on %s: nothing to "
+			"try (the server accepts: %s; set identity, ssh_agent "
+			"or password)", c->user, c->where, methods);
+	else
+		spoolfs_error_set(err, SPOOLFS_E_AUTH,
+			"authentication failed for user '%s' on %s (tried: %s)"
+			"%s", c->user, c->where, tried, detail);
+	goto out;
+fail_session:
+	sc_fail(c, err, rc, false, "authentication on %s", c->where);
+	goto out;
+ok:
+	free(methods);
+	return 0;
+out:
+	free(methods);
+	return -1;
+}
+
+/* ------------------------------------------------------------ connect */
+
+static void sc_free(struct sftp_conn *c);
+
+static int resolve_root(struct sftp_conn *c, int64_t deadline,
+			struct spoolfs_error *err)
+{
+	const char *path = c->dest->path && *c->dest->path ? c->dest->path
+							   : "/";
+	LIBSSH2_SFTP_ATTRIBUTES a;
+	char *root;
+	size_t n;
+	int rc;
+
+	if (path[0] == '~' && (path[1] == '\0' || path[1] == '/')) {
+		char home[4096];
+
+		SC_RETRY(c, deadline, rc,
+			 libssh2_sftp_symlink_ex(c->sftp, ".", 1, home,
+						 sizeof(home) - 1,
+						 LIBSSH2_SFTP_REALPATH));
+		if (rc < 0)
+			return sc_fail(c, err, rc, false,
+				       "cannot find the login directory on %s",
+				       c->where);
+		home[rc] = '\0';
+		path += 1;
+		while (*path == '/')
+			path++;
+		n = strlen(home) + strlen(path) + 2;
+		root = malloc(n);
+		if (!root)
+			return sc_oom(err);
+		snprintf(root, n, "%s%s%s", home,
+			 *path && strcmp(home, "/") ? "/" : "", path);
+	} else {
+		root = strdup(path);
+		if (!root)
+			return sc_oom(err);
+	}
+	n = strlen(root);
+	while (n > 1 && root[n - 1] == '/')
+		root[--n] = '\0';
+	c->root = root;
+
+	SC_RETRY(c, deadline, rc,
+		 libssh2_sftp_stat_ex(c->sftp, root, (unsigned int)n,
+				      LIBSSH2_SFTP_STAT, &a));
+	if (rc == LIBSSH2_ERROR_SFTP_PROTOCOL &&
+	    libssh2_sftp_last_error(c->sftp) == LIBSSH2_FX_NO_SUCH_FILE)
+		return spoolfs_error_set(err, SPOOLFS_E_NOROOT,
+			"destination root '%s' does not exist on %s", root,
+			c->where);
+	if (rc < 0)
+		return sc_fail(c, err, rc, false,
+			       "cannot check destination root '%s' on %s",
+			       root, c->where);
+	if ((a.flags & LIBSSH2_SFTP_ATTR_PERMISSIONS) &&
+	    !LIBSSH2_SFTP_S_ISDIR(a.permissions))
+		return spoolfs_error_set(err, SPOOLFS_E_NOROOT,
+			"destination root '%s' on %s is not a directory",
+			root, c->where);
+	return 0;
+}
+
+static int sftp_connect(struct spoolfs_conn *conn, struct spoolfs_error *err)
+{
+	const struct spoolfs_dest *d = conn->dest;
+	LIBSSH2_KNOWNHOSTS *kh = NULL;
+	char khbuf[4096];
+	const char *khfile = NULL;
+	struct sftp_conn *c;
+	int64_t deadline;
+	int rc;
+
+	pthread_once(&sc_init_once, sc_global_init);
+	if (sc_init_rc != 0)
+		return spoolfs_error_set(err, SPOOLFS_E_IO,
+					 "cannot initialize libssh2");
+	if (!d->host || !*d->host)
+		return spoolfs_error_set(err, SPOOLFS_E_CONFIG,
+					 "sftp:// url without a host");
+	if (d->identity && *d->identity && access(d->identity, R_OK) != 0)
+		return spoolfs_error_set(err, SPOOLFS_E_CONFIG,
+					 "cannot read identity file '%s': %s",
+					 d->identity, strerror(errno));
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return sc_oom(err);
+	c->dest = d;
+	c->sock = -1;
+	c->rename_ext = -1;
+	c->port = d->port > 0 ? d->port : 22;
+	c->user = d->user;
+	if (!c->user || !*c->user) {
+		struct passwd *pw = getpwuid(geteuid());
+
+		c->user = pw ? pw->pw_name : "root";
+	}
+	if (strchr(d->host, ':'))
+		snprintf(c->where, sizeof(c->where), "[%s]:%d", d->host,
+			 c->port);
+	else
+		snprintf(c->where, sizeof(c->where), "%s:%d", d->host,
+			 c->port);
+	if (!(d->host_key && *d->host_key))
+		khfile = known_hosts_path(c, khbuf, sizeof(khbuf));
+
+	deadline = now_ms() + (int64_t)connect_ms(c);
+	if (tcp_connect(c, deadline, err) < 0)
+		goto fail;
+	c->session = libssh2_session_init_ex(NULL, NULL, NULL, c);
+	if (!c->session) {
+		sc_oom(err);
+		goto fail;
+	}
+	libssh2_session_set_blocking(c->session, 0);
+	if (khfile) {
+		kh = kh_load(c, khfile, err);
+		if (!kh)
+			goto fail;
+		kh_prefer_known(c, kh);
+	}
+	SC_RETRY(c, deadline, rc,
+		 libssh2_session_handshake(c->session, c->sock));
+	if (rc == SC_TIMEDOUT) {
+		c->dead = true;
+		spoolfs_error_set(err, SPOOLFS_E_TIMEOUT,
+				  "ssh handshake with %s timed out after %lu s",
+				  c->where,
+				  (unsigned long)(connect_ms(c) / 1000));
+		goto fail;
+	}
+	if (rc < 0) {
+		char *msg = NULL;
+
+		c->dead = true;
+		libssh2_session_last_error(c->session, &msg, NULL, 0);
+		spoolfs_error_set(err, SPOOLFS_E_CONNECT,
+				  "ssh handshake with %s failed: %s", c->where,
+				  msg && *msg ? msg : "unknown error");
+		goto fail;
+	}
+	if (check_hostkey(c, kh, khfile, err) < 0)
+		goto fail;
+	if (kh)
+		libssh2_knownhost_free(kh);
+	kh = NULL;
+
+	if (authenticate(c, deadline, err) < 0)
+		goto fail;
+	/* Not before: OpenSSH rejects global requests before auth. */
+	{
+		uint64_t ka = stall_ms(c) / 3000;
+
+		libssh2_keepalive_config(c->session, 1,
+					 ka < 5 ? 5 : ka > 30 ? 30 : (unsigned)ka);
+	}
+	SC_RETRY_PTR(c, deadline, rc, c->sftp, libssh2_sftp_init(c->session));
+	if (!c->sftp) {
+		sc_fail(c, err, rc, false, "cannot start the sftp subsystem on %s",
+			c->where);
+		goto fail;
+	}
+	if (resolve_root(c, deadline, err) < 0)
+		goto fail;
+	conn->priv = c;
+	return 0;
+fail:
+	if (kh)
+		libssh2_knownhost_free(kh);
+	sc_free(c);
+	return -1;
+}
+
+/*
+ * Tear down: politely (SFTP close, SSH disconnect) within DISCONNECT_MS when
+ * the session is alive; a dead one gets its socket shut first, so nothing
+ * in libssh2 can wait on it.
+ */
+static void sc_free(struct sftp_conn *c)
+{
+	int64_t deadline = now_ms() + DISCONNECT_MS;
+	int rc;
+
+	if (!c)
+		return;
+	if (c->dead && c->sock >= 0)
+		shutdown(c->sock, SHUT_RDWR);
+	if (c->rchan) {
+		SC_RETRY(c, deadline, rc, libssh2_channel_free(c->rchan));
+		if (rc < 0 && c->sock >= 0) {
+			shutdown(c->sock, SHUT_RDWR);
+			(void)libssh2_channel_free(c->rchan);
+		}
+	}
+	if (c->sftp) {
+		SC_RETRY(c, deadline, rc, libssh2_sftp_shutdown(c->sftp));
+		if (rc < 0 && c->sock >= 0) {
+			shutdown(c->sock, SHUT_RDWR);
+			(void)libssh2_sftp_shutdown(c->sftp);
+		}
+	}
+	if (c->session) {
+		if (!c->dead) {
+			SC_RETRY(c, deadline, rc,
+				 libssh2_session_disconnect(c->session,
+							    "spoolfs done"));
+		}
+		if (c->sock >= 0)
+			shutdown(c->sock, SHUT_RDWR);
+		for (int i = 0; i < 100 &&
+		     libssh2_session_free(c->session) == LIBSSH2_ERROR_EAGAIN;
+		     i++)
+			;
+	}
+	if (c->sock >= 0)
+		close(c->sock);
+	free(c->root);
+	free(c->buf);
+	free(c);
+}
+
+static void sftp_disconnect(struct spoolfs_conn *conn)
+{
+	sc_free(conn->priv);
+	conn->priv = NULL;
+}
+
+/* ------------------------------------------------------------ metadata */
+
+static int sc_stat_path(struct sftp_conn *c, const char *rpath,
+			LIBSSH2_SFTP_ATTRIBUTES *a, int64_t deadline)
+{
+	int rc;
+
+	SC_RETRY(c, deadline, rc,
+		 libssh2_sftp_stat_ex(c->sftp, rpath,
+				      (unsigned int)strlen(rpath),
+				      LIBSSH2_SFTP_STAT, a));
+	return rc;
+}
+
+static bool sc_is_status(const struct sftp_conn *c, int rc, unsigned long st)
+{
+	return rc == LIBSSH2_ERROR_SFTP_PROTOCOL &&
+	       libssh2_sftp_last_error(c->sftp) == st;
+}
+
+static int sftp_mkdirs(struct spoolfs_conn *conn, const char *dir,
+		       struct spoolfs_error *err)
+{
+	struct sftp_conn *c = conn->priv;
+	int64_t deadline;
+	LIBSSH2_SFTP_ATTRIBUTES a;
+	char *rpath, *p;
+	int rc, ret = -1;
+
+	if (sc_check_alive(c, err) < 0)
+		return -1;
+	rpath = sc_path(c, dir);
+	if (!rpath)
+		return sc_oom(err);
+	deadline = now_ms() + (int64_t)stall_ms(c);
+	/* Most of the time the directory is there already. */
+	rc = sc_stat_path(c, rpath, &a, deadline);
+	if (rc == 0 && LIBSSH2_SFTP_S_ISDIR(a.permissions)) {
+		ret = 0;
+		goto out;
+	}
+	if (rc < 0 && !sc_is_status(c, rc, LIBSSH2_FX_NO_SUCH_FILE)) {
+		sc_fail(c, err, rc, false, "cannot create directory '%s' on %s",
+			rpath, c->where);
+		goto out;
+	}
+	/* Walk down from below the root: mkdir what is missing. */
+	p = rpath + strlen(c->root);
+	while (*p == '/')
+		p++;
+	for (;;) {
+		char *slash = strchr(p, '/');
+		unsigned int len;
+
+		if (slash)
+			*slash = '\0';
+		len = (unsigned int)strlen(rpath);
+		deadline = now_ms() + (int64_t)stall_ms(c);
+		SC_RETRY(c, deadline, rc,
+			 libssh2_sftp_mkdir_ex(c->sftp, rpath, len, 0777));
+		if (rc < 0) {
+			int mkrc = rc;
+
+			if (mkrc != LIBSSH2_ERROR_SFTP_PROTOCOL) {
+				sc_fail(c, err, mkrc, false,
+					"cannot create directory '%s' on %s",
+					rpath, c->where);
+				goto out;
+			}
+			/* Exists already (OpenSSH says only "failure")? */
+			rc = sc_stat_path(c, rpath, &a, deadline);
+			if (rc == 0 && !LIBSSH2_SFTP_S_ISDIR(a.permissions)) {
+				spoolfs_error_set(err, SPOOLFS_E_NAME,
+					"cannot create directory '%s' on %s: "
+					"a file of that name exists", rpath,
+					c->where);
+				goto out;
+			}
+			if (rc < 0) {
+				if (sc_is_status(c, rc,
+						 LIBSSH2_FX_NO_SUCH_FILE))
+					rc = mkrc;
+				sc_fail(c, err, rc, false,
+					"cannot create directory '%s' on %s",
+					rpath, c->where);
+				goto out;
+			}
+		}
+		if (!slash)
+			break;
+		*slash = '/';
+		p = slash + 1;
+	}
+	ret = 0;
+out:
+	free(rpath);
+	return ret;
+}
+
+static int sftp_stat(struct spoolfs_conn *conn, const char *path,
+		     struct spoolfs_rstat *st, struct spoolfs_error *err)
+{
+	struct sftp_conn *c = conn->priv;
+	LIBSSH2_SFTP_ATTRIBUTES a;
+	char *rpath;
+	int rc;
+
+	if (sc_check_alive(c, err) < 0)
+		return -1;
+	rpath = sc_path(c, path);
+	if (!rpath)
+		return sc_oom(err);
+	rc = sc_stat_path(c, rpath, &a, now_ms() + (int64_t)stall_ms(c));
+	if (rc < 0) {
+		sc_fail(c, err, rc, false, "cannot stat '%s' on %s", rpath,
+			c->where);
+		free(rpath);
+		return -1;
+	}
+	free(rpath);
+	st->size = (a.flags & LIBSSH2_SFTP_ATTR_SIZE) ? a.filesize : 0;
+	st->mtime = (a.flags & LIBSSH2_SFTP_ATTR_ACMODTIME)
+		    ? (int64_t)a.mtime : -1;
+	st->is_dir = (a.flags & LIBSSH2_SFTP_ATTR_PERMISSIONS) &&
+		     LIBSSH2_SFTP_S_ISDIR(a.permissions);
+	return 0;
+}
+
+static int sc_unlink(struct sftp_conn *c, const char *rpath)
+{
+	int64_t deadline = now_ms() + (int64_t)stall_ms(c);
+	int rc;
+
+	SC_RETRY(c, deadline, rc,
+		 libssh2_sftp_unlink_ex(c->sftp, rpath,
+					(unsigned int)strlen(rpath)));
+	return rc;
+}
+
+static int sftp_remove(struct spoolfs_conn *conn, const char *path,
+		       struct spoolfs_error *err)
+{
+	struct sftp_conn *c = conn->priv;
+	char *rpath;
+	int rc;
+
+	if (sc_check_alive(c, err) < 0)
+		return -1;
+	rpath = sc_path(c, path);
+	if (!rpath)
+		return sc_oom(err);
+	rc = sc_unlink(c, rpath);
+	if (rc < 0)
+		sc_fail(c, err, rc, false, "cannot delete '%s' on %s", rpath,
+			c->where);
+	free(rpath);
+	return rc < 0 ? -1 : 0;
+}
+
+static int sftp_set_mtime(struct spoolfs_conn *conn, const char *path,
+			  int64_t mtime, struct spoolfs_error *err)
+{
+	struct sftp_conn *c = conn->priv;
+	LIBSSH2_SFTP_ATTRIBUTES a = { .flags = LIBSSH2_SFTP_ATTR_ACMODTIME };
+	int64_t deadline;
+	char *rpath;
+	int rc;
+
+	if (sc_check_alive(c, err) < 0)
+		return -1;
+	if (mtime < 0 || mtime > UINT32_MAX)
+		return spoolfs_error_set(err, SPOOLFS_E_UNSUPPORTED,
+			"cannot set mtime %lld on %s: sftp v3 times are "
+			"32-bit", (long long)mtime, c->where);
+	rpath = sc_path(c, path);
+	if (!rpath)
+		return sc_oom(err);
+	a.atime = (unsigned long)mtime;
+	a.mtime = (unsigned long)mtime;
+	deadline = now_ms() + (int64_t)stall_ms(c);
+	SC_RETRY(c, deadline, rc,
+		 libssh2_sftp_stat_ex(c->sftp, rpath,
+				      (unsigned int)strlen(rpath),
+				      LIBSSH2_SFTP_SETSTAT, &a));
+	if (rc < 0)
+		sc_fail(c, err, rc, false, "cannot set mtime of '%s' on %s",
+			rpath, c->where);
+	free(rpath);
+	return rc < 0 ? -1 : 0;
+}
+
+/* ------------------------------------------------------------ rename */
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24);
+	p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);
+	p[3] = (unsigned char)v;
+}
+
+static uint32_t get_u32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
+}
+
+static int rchan_write(struct sftp_conn *c, const unsigned char *buf,
+		       size_t len, int64_t deadline)
+{
+	while (len > 0) {
+		ssize_t n = libssh2_channel_write(c->rchan, (const char *)buf,
+						  len);
+
+		if (n == LIBSSH2_ERROR_EAGAIN) {
+			if (sc_wait(c, deadline) < 0)
+				return SC_TIMEDOUT;
+			continue;
+		}
+		if (n < 0)
+			return (int)n;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int rchan_read(struct sftp_conn *c, unsigned char *buf, size_t len,
+		      int64_t deadline)
+{
+	while (len > 0) {
+		ssize_t n = libssh2_channel_read(c->rchan, (char *)buf, len);
+
+		if (n == LIBSSH2_ERROR_EAGAIN) {
+			if (sc_wait(c, deadline) < 0)
+				return SC_TIMEDOUT;
+			continue;
+		}
+		if (n < 0)
+			return (int)n;
+		if (n == 0)
+			return LIBSSH2_ERROR_CHANNEL_CLOSED;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Read one SFTP packet from the side channel: malloc'd into *pkt. */
+static int rchan_packet(struct sftp_conn *c, unsigned char **pkt,
+			uint32_t *len, int64_t deadline)
+{
+	unsigned char hdr[4];
+	int rc = rchan_read(c, hdr, 4, deadline);
+
+	if (rc < 0)
+		return rc;
+	*len = get_u32(hdr);
+	if (*len < 1 || *len > RCHAN_MAX_PACKET)
+		return LIBSSH2_ERROR_PROTO;
+	*pkt = malloc(*len);
+	if (!*pkt)
+		return LIBSSH2_ERROR_ALLOC;
+	rc = rchan_read(c, *pkt, *len, deadline);
+	if (rc < 0) {
+		free(*pkt);
+		*pkt = NULL;
+	}
+	return rc;
+}
+
+/*
+ * Open the side channel and learn whether the server offers
+ * posix-rename@openssh.com.  Returns a libssh2 code; a server that refuses
+ * the channel (MaxSessions) just has no extension.
+ */
+static int rchan_open(struct sftp_conn *c, int64_t deadline)
+{
+	static const unsigned char init[9] = { 0, 0, 0, 5, FXP_INIT,
+					       0, 0, 0, 3 };
+	unsigned char *pkt = NULL, *p, *end;
+	uint32_t len;
+	int rc;
+
+	c->rename_ext = 0;
+	SC_RETRY_PTR(c, deadline, rc, c->rchan,
+		     libssh2_channel_open_session(c->session));
+	if (!c->rchan)
+		return rc == LIBSSH2_ERROR_CHANNEL_FAILURE ? 0 : rc;
+	libssh2_channel_handle_extended_data2(c->rchan,
+			LIBSSH2_CHANNEL_EXTENDED_DATA_IGNORE);
+	SC_RETRY(c, deadline, rc,
+		 libssh2_channel_subsystem(c->rchan, "sftp"));
+	if (rc == LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED ||
+	    rc == LIBSSH2_ERROR_CHANNEL_FAILURE)
+		return 0;
+	if (rc < 0)
+		return rc;
+	rc = rchan_write(c, init, sizeof(init), deadline);
+	if (rc < 0)
+		return rc;
+	rc = rchan_packet(c, &pkt, &len, deadline);
+	if (rc < 0)
+		return rc;
+	if (pkt[0] != FXP_VERSION || len < 5) {
+		free(pkt);
+		return LIBSSH2_ERROR_PROTO;
+	}
+	/* extensions: (string name, string data)* */
+	p = pkt + 5;
+	end = pkt + len;
+	while (end - p >= 4) {
+		uint32_t nl = get_u32(p), dl;
+		const unsigned char *name = p + 4;
+
+		if ((size_t)(end - p) < 8 + (size_t)nl)
+			break;
+		dl = get_u32(p + 4 + nl);
+		if ((size_t)(end - p) < 8 + (size_t)nl + dl)
+			break;
+		if (nl == strlen("posix-rename@openssh.com") &&
+		    memcmp(name, "posix-rename@openssh.com", nl) == 0)
+			c->rename_ext = 1;
+		p += 8 + nl + dl;
+	}
+	free(pkt);
+	return 0;
+}
+
+/*
+ * posix-rename@openssh.com FROM TO over the side channel.  Returns 0, a
+ * libssh2 session code (< 0), or a positive SFTP status in *status.
+ */
+static int rchan_rename(struct sftp_conn *c, const char *from, const char *to,
+			unsigned long *status, int64_t deadline)
+{
+	static const char ext[] = "posix-rename@openssh.com";
+	size_t fl = strlen(from), tl = strlen(to), el = sizeof(ext) - 1;
+	size_t len = 1 + 4 + 4 + el + 4 + fl + 4 + tl;
+	unsigned char *req = malloc(4 + len), *p, *pkt = NULL;
+	uint32_t id = ++c->rchan_id, plen;
+	int rc;
+
+	*status = 0;
+	if (!req)
+		return LIBSSH2_ERROR_ALLOC;
+	p = req;
+	put_u32(p, (uint32_t)len);
+	p[4] = FXP_EXTENDED;
+	put_u32(p + 5, id);
+	p += 9;
+	put_u32(p, (uint32_t)el);
+	memcpy(p + 4, ext, el);
+	p += 4 + el;
+	put_u32(p, (uint32_t)fl);
+	memcpy(p + 4, from, fl);
+	p += 4 + fl;
+	put_u32(p, (uint32_t)tl);
+	memcpy(p + 4, to, tl);
+	rc = rchan_write(c, req, 4 + len, deadline);
+	free(req);
+	if (rc < 0)
+		return rc;
+	rc = rchan_packet(c, &pkt, &plen, deadline);
+	if (rc < 0)
+		return rc;
+	if (pkt[0] != FXP_STATUS || plen < 9 || get_u32(pkt + 1) != id) {
+		free(pkt);
+		return LIBSSH2_ERROR_PROTO;
+	}
+	*status = get_u32(pkt + 5);
+	free(pkt);
+	return 0;
+}
+
+static int sftp_rename(struct spoolfs_conn *conn, const char *from,
+		       const char *to, struct spoolfs_error *err)
+{
+	struct sftp_conn *c = conn->priv;
+	char *rfrom = NULL, *rto = NULL;
+	int64_t deadline;
+	unsigned long st;
+	int rc, ret = -1;
+
+	if (sc_check_alive(c, err) < 0)
+		return -1;
+	rfrom = sc_path(c, from);
+	rto = sc_path(c, to);
+	if (!rfrom || !rto) {
+		sc_oom(err);
+		goto out;
+	}
+	deadline = now_ms() + (int64_t)stall_ms(c);
+	if (c->rename_ext < 0) {
+		rc = rchan_open(c, deadline);
+		if (rc < 0) {
+			sc_fail(c, err, rc, false,
+				"cannot rename '%s' to '%s' on %s", rfrom, rto,
+				c->where);
+			goto out;
+		}
+	}
+	if (c->rename_ext > 0) {
+		rc = rchan_rename(c, rfrom, rto, &st, deadline);
+		if (rc < 0) {
+			sc_fail(c, err, rc, false,
+				"cannot rename '%s' to '%s' on %s", rfrom, rto,
+				c->where);
+			goto out;
+		}
+		if (st != LIBSSH2_FX_OK) {
+			const char *text;
+			enum spoolfs_err code = sc_status(st, &text);
+
+			spoolfs_error_set(err, code,
+				"cannot rename '%s' to '%s' on %s: %s", rfrom,
+				rto, c->where, text);
+			goto out;
+		}
+		ret = 0;
+		goto out;
+	}
+	/* No overwriting rename: try plain, then remove the target. */
+	SC_RETRY(c, deadline, rc,
+		 libssh2_sftp_rename_ex(c->sftp, rfrom,
+					(unsigned int)strlen(rfrom), rto,
+					(unsigned int)strlen(rto),
+					LIBSSH2_SFTP_RENAME_OVERWRITE |
+					LIBSSH2_SFTP_RENAME_ATOMIC |
+					LIBSSH2_SFTP_RENAME_NATIVE));
+	if (rc < 0 && (sc_is_status(c, rc, LIBSSH2_FX_FAILURE) ||
+		       sc_is_status(c, rc, LIBSSH2_FX_FILE_ALREADY_EXISTS))) {
+		int urc = sc_unlink(c, rto);
+
+		if (urc == 0 || sc_is_status(c, urc, LIBSSH2_FX_NO_SUCH_FILE)) {
+			deadline = now_ms() + (int64_t)stall_ms(c);
+			SC_RETRY(c, deadline, rc,
+				 libssh2_sftp_rename_ex(c->sftp, rfrom,
+					(unsigned int)strlen(rfrom), rto,
+					(unsigned int)strlen(rto),
+					LIBSSH2_SFTP_RENAME_OVERWRITE |
+					LIBSSH2_SFTP_RENAME_ATOMIC |
+					LIBSSH2_SFTP_RENAME_NATIVE));
+		} else if (urc != LIBSSH2_ERROR_SFTP_PROTOCOL) {
+			rc = urc;
+		}
+	}
+	if (rc < 0) {
+		sc_fail(c, err, rc, false, "cannot rename '%s' to '%s' on %s",
+			rfrom, rto, c->where);
+		goto out;
+	}
+	ret = 0;
+out:
+	free(rfrom);
+	free(rto);
+	return ret;
+}
+
+/* ------------------------------------------------------------ transfers */
+
+/*
+ * Close HANDLE within the stall timeout.  Returns the libssh2 code; a
+ * timeout marks the connection dead (the handle is abandoned).
+ */
+static int sc_close_handle(struct sftp_conn *c, LIBSSH2_SFTP_HANDLE *h)
+{
+	int64_t deadline = now_ms() + (int64_t)stall_ms(c);
+	int rc;
+
+	SC_RETRY(c, deadline, rc, libssh2_sftp_close_handle(h));
+	if (rc == SC_TIMEDOUT)
+		c->dead = true;
+	return rc;
+}
+
+/* Make the transfer buffer hold min(NEED, XFER_BUF) bytes. */
+static int sc_buf(struct sftp_conn *c, uint64_t need,
+		  struct spoolfs_error *err)
+{
+	unsigned char *nb;
+
+	if (need > XFER_BUF)
+		need = XFER_BUF;
+	if (need < 4096)
+		need = 4096;
+	if (c->bufcap >= need)
+		return 0;
+	nb = realloc(c->buf, (size_t)need);
+	if (!nb)
+		return sc_oom(err);
+	c->buf = nb;
+	c->bufcap = (size_t)need;
+	return 0;
+}
+
+static int sftp_put(struct spoolfs_conn *conn, const char *path, int fd,
+		    uint64_t offset, uint64_t size,
+		    spoolfs_progress_fn progress, void *arg,
+		    struct spoolfs_error *err)
+{
+	struct sftp_conn *c = conn->priv;
+	unsigned long flags = LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT;
+	uint64_t acked = offset, readpos = offset, reported = offset;
+	LIBSSH2_SFTP_HANDLE *h;
+	size_t lo = 0, hi = 0;
+	int64_t deadline;
+	char *rpath;
+	int rc, ret = -1;
+
+	if (sc_check_alive(c, err) < 0)
+		return -1;
+	if (sc_buf(c, size - offset, err) < 0)
+		return -1;
+	rpath = sc_path(c, path);
+	if (!rpath)
+		return sc_oom(err);
+	if (offset == 0)
+		flags |= LIBSSH2_FXF_TRUNC;
+	deadline = now_ms() + (int64_t)stall_ms(c);
+	SC_RETRY_PTR(c, deadline, rc, h,
+		     libssh2_sftp_open_ex(c->sftp, rpath,
+					  (unsigned int)strlen(rpath), flags,
+					  0666, LIBSSH2_SFTP_OPENFILE));
+	if (!h) {
+		sc_fail(c, err, rc, false, "cannot create '%s' on %s", rpath,
+			c->where);
+		goto out;
+	}
+	if (offset > 0)
+		libssh2_sftp_seek64(h, offset);
+
+	deadline = now_ms() + (int64_t)stall_ms(c);
+	while (acked < size) {
+		size_t count;
+		ssize_t n;
+
+		/*
+		 * Keep PUT_INFLIGHT bytes ahead of what the server acked.
+		 * Only what libssh2 has not sent yet is ever read from the
+		 * buffer again, so it is refilled in big reads and shifted
+		 * down (at most PUT_INFLIGHT bytes) only when its end is
+		 * near.
+		 */
+		if (readpos < size && hi - lo < PUT_INFLIGHT) {
+			size_t want;
+			ssize_t r;
+
+			if (c->bufcap - hi < PUT_INFLIGHT / 2) {
+				memmove(c->buf, c->buf + lo, hi - lo);
+				hi -= lo;
+				lo = 0;
+			}
+			want = c->bufcap - hi;
+			if (want > size - readpos)
+				want = (size_t)(size - readpos);
+			r = pread(fd, c->buf + hi, want, (off_t)readpos);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0) {
+				spoolfs_error_set(err, SPOOLFS_E_IO,
+					"cannot read the spool copy of '%s' at "
+					"byte %llu: %s", path,
+					(unsigned long long)readpos,
+					r < 0 ? strerror(errno)
+					      : "file is shorter than expected");
+				goto out_close;
+			}
+			hi += (size_t)r;
+			readpos += (uint64_t)r;
+		}
+		count = hi - lo;
+		if (count > PUT_INFLIGHT)
+			count = PUT_INFLIGHT;
+		n = libssh2_sftp_write(h, (const char *)c->buf + lo, count);
+		if (n == LIBSSH2_ERROR_EAGAIN) {
+			if (sc_wait(c, deadline) < 0) {
+				sc_fail(c, err, SC_TIMEDOUT, true,
+					"cannot write '%s' on %s at byte %llu",
+					rpath, c->where,
+					(unsigned long long)acked);
+				goto out_abandon;
+			}
+			continue;
+		}
+		if (n < 0) {
+			sc_fail(c, err, (int)n, false,
+				"cannot write '%s' on %s at byte %llu",
+				rpath, c->where, (unsigned long long)acked);
+			goto out_close;
+		}
+		if (n == 0)
+			continue;
+		lo += (size_t)n;
+		acked += (uint64_t)n;
+		if (progress && (acked - reported >= PROGRESS_EVERY ||
+				 acked == size)) {
+			reported = acked;
+			if (progress(arg, acked) != 0) {
+				spoolfs_error_set(err, SPOOLFS_E_CANCELLED,
+					"upload of '%s' to %s cancelled",
+					rpath, c->where);
+				goto out_close;
+			}
+		}
+		deadline = now_ms() + (int64_t)stall_ms(c);
+	}
+	rc = sc_close_handle(c, h);
+	h = NULL;
+	if (rc < 0) {
+		sc_fail(c, err, rc, false,
+			"cannot close '%s' on %s after writing it", rpath,
+			c->where);
+		goto out;
+	}
+	ret = 0;
+	goto out;
+out_close:
+	/* The first error is the one to report; a failing close only
+	 * tells whether the session survived. */
+	if (!c->dead) {
+		rc = sc_close_handle(c, h);
+		if (rc < 0 && rc != LIBSSH2_ERROR_SFTP_PROTOCOL)
+			c->dead = true;
+	}
+out_abandon:
+	/* A dead session frees the handle with the session. */
+out:
+	free(rpath);
+	return ret;
+}
+
+static int sftp_get(struct spoolfs_conn *conn, const char *path, int fd,
+		    spoolfs_progress_fn progress, void *arg,
+		    struct spoolfs_error *err)
+{
+	struct sftp_conn *c = conn->priv;
+	uint64_t done = 0, reported = 0;
+	LIBSSH2_SFTP_HANDLE *h;
+	int64_t deadline;
+	char *rpath;
+	int rc, ret = -1;
+
+	if (sc_check_alive(c, err) < 0)
+		return -1;
+	if (sc_buf(c, GET_CHUNK, err) < 0)
+		return -1;
+	rpath = sc_path(c, path);
+	if (!rpath)
+		return sc_oom(err);
+	deadline = now_ms() + (int64_t)stall_ms(c);
+	SC_RETRY_PTR(c, deadline, rc, h,
+		     libssh2_sftp_open_ex(c->sftp, rpath,
+					  (unsigned int)strlen(rpath),
+					  LIBSSH2_FXF_READ, 0,
+					  LIBSSH2_SFTP_OPENFILE));
+	if (!h) {
+		sc_fail(c, err, rc, false, "cannot open '%s' on %s", rpath,
+			c->where);
+		goto out;
+	}
+	deadline = now_ms() + (int64_t)stall_ms(c);
+	for (;;) {
+		ssize_t n = libssh2_sftp_read(h, (char *)c->buf, GET_CHUNK);
+		size_t off = 0;
+
+		if (n == LIBSSH2_ERROR_EAGAIN) {
+			if (sc_wait(c, deadline) < 0) {
+				sc_fail(c, err, SC_TIMEDOUT, true,
+					"cannot read '%s' on %s at byte %llu",
+					rpath, c->where,
+					(unsigned long long)done);
+				goto out;
+			}
+			continue;
+		}
+		if (n < 0) {
+			sc_fail(c, err, (int)n, false,
+				"cannot read '%s' on %s at byte %llu",
+				rpath, c->where, (unsigned long long)done);
+			goto out_close;
+		}
+		if (n == 0)
+			break;
+		while (off < (size_t)n) {
+			ssize_t w = pwrite(fd, c->buf + off, (size_t)n - off,
+					   (off_t)(done + off));
+
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0) {
+				spoolfs_error_set(err,
+					spoolfs_err_from_errno(errno),
+					"download of '%s' from %s: cannot "
+					"write the local copy: %s", rpath,
+					c->where, strerror(errno));
+				goto out_close;
+			}
+			off += (size_t)w;
+		}
+		done += (uint64_t)n;
+		if (progress && done - reported >= PROGRESS_EVERY) {
+			reported = done;
+			if (progress(arg, done) != 0) {
+				spoolfs_error_set(err, SPOOLFS_E_CANCELLED,
+					"download of '%s' from %s cancelled",
+					rpath, c->where);
+				goto out_close;
+			}
+		}
+		deadline = now_ms() + (int64_t)stall_ms(c);
+	}
+	if (progress && done != reported && progress(arg, done) != 0) {
+		spoolfs_error_set(err, SPOOLFS_E_CANCELLED,
+				  "download of '%s' from %s cancelled", rpath,
+				  c->where);
+		goto out_close;
+	}
+	rc = sc_close_handle(c, h);
+	if (rc < 0 && rc != LIBSSH2_ERROR_SFTP_PROTOCOL) {
+		sc_fail(c, err, rc, false, "download of '%s' from %s", rpath,
+			c->where);
+		goto out;
+	}
+	ret = 0;
+	goto out;
+out_close:
+	if (!c->dead)
+		(void)sc_close_handle(c, h);
+out:
+	free(rpath);
+	return ret;
+}
+
+const struct spoolfs_backend spoolfs_backend_sftp = {
+	.scheme = "sftp",
+	.default_port = 22,
+	.caps = SPOOLFS_CAP_RESUME | SPOOLFS_CAP_MTIME,
+	.connect = sftp_connect,
+	.disconnect = sftp_disconnect,
+	.mkdirs = sftp_mkdirs,
+	.put = sftp_put,
+	.stat = sftp_stat,
+	.rename = sftp_rename,
+	.remove = sftp_remove,
+	.set_mtime = sftp_set_mtime,
+	.get = sftp_get,
+};
