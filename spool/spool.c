@@ -444,6 +444,7 @@ void node_requeue_locked(struct spool *sp, struct spool_node *n)
 		return;
 	if (n->area == SPOOL_AREA_TRASH) {
 		queue_add_locked(node_job_dest_locked(n), n);
+		pthread_cond_broadcast(&sp->cond);
 		return;
 	}
 	if (n->area == SPOOL_AREA_FAILED) {
@@ -2037,7 +2038,8 @@ static int recover(struct spool *sp, struct loader *ld, char *errbuf,
 
 		if (n->is_dir)
 			continue;
-		if (n->has_data && !data_file_ok(sp, n)) {
+		if (n->has_data && n->state != SPOOL_WRITING &&
+		    !data_file_ok(sp, n)) {
 			UNCHARGE(sp, n);
 			n->has_data = false;
 			if (n->state != SPOOL_UPLOADED &&
@@ -2056,6 +2058,18 @@ static int recover(struct spool *sp, struct loader *ld, char *errbuf,
 		    (n->state == SPOOL_WRITING ||
 		     (n->was_open && (n->state == SPOOL_QUEUED ||
 				      n->state == SPOOL_UPLOADING)))) {
+			struct stat st;
+			char name[32];
+
+			/* writes don't touch the journal: the data file
+			 * knows how much was written */
+			snprintf(name, sizeof(name), "%" PRId64, n->id);
+			if (n->has_data &&
+			    fstatat(sp->datafd, name, &st, 0) == 0) {
+				UNCHARGE(sp, n);
+				n->size = (uint64_t)st.st_size;
+				CHARGE(sp, n);
+			}
 			incomplete++;
 			log_warn("%s: '%s' was still being written when the "
 				 "daemon stopped: moved to .failed/",
