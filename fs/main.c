@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "../common/config.h"
+#include "../backends/backend.h"
 #include "../common/log.h"
 #include "fs.h"
 
@@ -39,6 +40,7 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: spoolfs [-f] [-d] [-o OPTIONS] [CONFIG] MOUNTPOINT\n"
+		"       spoolfs check [CONFIG] [DEST...]\n"
 		"\n"
 		"Mount spoolfs: every [dest NAME] of CONFIG becomes a directory\n"
 		"MOUNTPOINT/NAME; files written there are spooled to local disk\n"
@@ -52,6 +54,9 @@ static void usage(FILE *out)
 		"  -d           log protocol detail (implies nothing else)\n"
 		"  -o OPTIONS   mount options: allow_other, ro is refused, "
 		"FUSE options\n"
+		"  check        connect to each destination (or those named),\n"
+		"               log in, write, rename and remove a probe file;\n"
+		"               exit 0 when all work, 1 with the failing step\n"
 		"  -h, --help   this text\n"
 		"  -V, --version\n");
 }
@@ -191,6 +196,53 @@ static void warn_config(const struct spoolfs_config *cfg)
 	}
 }
 
+/* spoolfs check [CONFIG] [DEST...] */
+static int cmd_check(int argc, char **argv)
+{
+	struct options o = { 0 };
+	struct spoolfs_config cfg = { 0 };
+	int first = 2, failures = 0, checked = 0;
+	struct stat st;
+
+	spoolfs_log_init(false, false);
+	if (argc > 2 && stat(argv[2], &st) == 0 && S_ISREG(st.st_mode)) {
+		o.config = argv[2];
+		first = 3;
+	}
+	if (load_config(&o, &cfg) < 0)
+		return 1;
+	for (int i = first; i < argc; i++) {
+		if (!spoolfs_config_dest(&cfg, argv[i])) {
+			fprintf(stderr, "spoolfs: check: no destination '%s' in "
+				"%s\n", argv[i], cfg.path ? cfg.path :
+				"the built-in config");
+			spoolfs_config_release(&cfg);
+			return 1;
+		}
+	}
+	for (size_t i = 0; i < cfg.ndests; i++) {
+		const struct spoolfs_dest *d = &cfg.dests[i];
+		struct spoolfs_error err = { 0 };
+		const char *step = "connect";
+		bool wanted = first == argc;
+
+		for (int k = first; k < argc && !wanted; k++)
+			wanted = strcmp(argv[k], d->name) == 0;
+		if (!wanted)
+			continue;
+		checked++;
+		if (spoolfs_backend_probe(d, "", &step, &err) == 0) {
+			printf("%s: ok (%s: connect, write, rename, remove)\n",
+			       d->name, d->url_display);
+		} else {
+			failures++;
+			printf("%s: FAILED at %s: %s\n", d->name, step, err.msg);
+		}
+	}
+	spoolfs_config_release(&cfg);
+	return failures || !checked ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o = { 0 };
@@ -203,6 +255,8 @@ int main(int argc, char **argv)
 	char err[1024] = "";
 	int rc = 1;
 
+	if (argc > 1 && strcmp(argv[1], "check") == 0)
+		return cmd_check(argc, argv);
 	if (parse_args(argc, argv, &o) < 0)
 		return 1;
 	spoolfs_log_init(false, o.debug);
