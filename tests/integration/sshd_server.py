@@ -257,6 +257,20 @@ class SshServer:
         self.proc.wait()
         self.proc = None
 
+    def reconfigure(self, **attrs) -> "SshServer":
+        """Change options (start_dir=..., extra_config=...), rewrite the
+        config and restart the server if it was running."""
+        running = self.proc is not None
+        for k, v in attrs.items():
+            if not hasattr(self, k):
+                raise AttributeError(k)
+            setattr(self, k, v)
+        self._write_config()
+        if running:
+            self.kill()
+            self.start()
+        return self
+
     def sessions(self) -> list[int]:
         """Pids of the listener's session children (one per connection)."""
         return _children(self.proc.pid) if self.proc else []

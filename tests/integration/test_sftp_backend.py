@@ -1,0 +1,472 @@
+"""The sftp:// backend against a real OpenSSH sshd on 127.0.0.1.
+
+No FUSE mount here: these tests drive the backend through two C programs,
+  build/tests/unit/conformance CONFIG DEST   the shared backend suite
+  build/tests/unit/sftp_probe CONFIG DEST …  one connection, command by command
+(build dir: $SPOOLFS_BUILD, default <repo>/build).  They skip when the
+programs or sshd are missing, unless SPOOLFS_REQUIRE_SFTP=1 (CI) makes that a
+failure.  Password and keyboard-interactive logins need root: PAM checks a
+real unix user, `spoolfs-test`, created here if missing (see sshd_server.py).
+
+Run: /usr/bin/python3 -m pytest tests/integration/test_sftp_backend.py
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from sshd_server import SSHD, TEST_USER, SshServer
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("SPOOLFS_BUILD") or REPO / "build")
+CONFORMANCE = BUILD / "tests" / "unit" / "conformance"
+PROBE = BUILD / "tests" / "unit" / "sftp_probe"
+SCALE = float(os.environ.get("SPOOLFS_TEST_TIMEOUT_SCALE", "1") or "1")
+PASSWORD = "Spoolfs-t3st-pw"
+TRANSIENT = {"reset", "timeout", "stall", "connect"}
+
+
+def _missing() -> str | None:
+    for p in (CONFORMANCE, PROBE):
+        if not os.access(p, os.X_OK):
+            return f"{p} not built (meson setup build && ninja -C build, " \
+                   "or set SPOOLFS_BUILD)"
+    if not os.access(SSHD, os.X_OK):
+        return "no /usr/sbin/sshd (apt-get install openssh-server)"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _need_tools():
+    reason = _missing()
+    if reason:
+        if os.environ.get("SPOOLFS_REQUIRE_SFTP") == "1":
+            pytest.fail(reason + " (SPOOLFS_REQUIRE_SFTP=1)", pytrace=False)
+        pytest.skip(reason)
+
+
+def need_root():
+    if os.geteuid() != 0:
+        pytest.skip("password logins need root (PAM and a unix user)")
+
+
+@pytest.fixture
+def sshd():
+    with SshServer() as srv:
+        yield srv
+
+
+def write_config(srv: SshServer, path: Path | None = None, url=None,
+                 **keys) -> Path:
+    """A spoolfs config with one destination `box` on SRV.
+
+    Defaults: the server's client key and known_hosts; keys=None drops one.
+    """
+    vals = {"url": url or srv.url(), "identity": srv.client_key,
+            "known_hosts": srv.known_hosts, "stall_timeout": "10s",
+            "connect_timeout": "10s"}
+    vals.update(keys)
+    lines = ["[dest box]"] + [f"{k} = {v}" for k, v in vals.items()
+                              if v is not None]
+    path = path or srv.dir / "spoolfs.conf"
+    path.write_text("\n".join(lines) + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def probe(cfg: Path, *cmds: str, env=None, timeout=60.0):
+    """Run sftp_probe; returns (exit status, result lines, progress list)."""
+    r = subprocess.run([str(PROBE), str(cfg), "box", *cmds],
+                       capture_output=True, text=True, env=env,
+                       timeout=timeout * SCALE)
+    lines = [l for l in r.stdout.splitlines() if not l.startswith("progress")]
+    prog = [int(l.split()[1]) for l in r.stdout.splitlines()
+            if l.startswith("progress")]
+    return r.returncode, lines, prog, r.stderr
+
+
+def parse_error(line: str):
+    """'error CMD CODE MS: MESSAGE' -> (cmd, code, ms, message)."""
+    m = re.match(r"error (\S+) (\S+) (\d+): (.*)", line)
+    assert m, line
+    return m.group(1), m.group(2), int(m.group(3)), m.group(4)
+
+
+def run_conformance(cfg: Path):
+    r = subprocess.run([str(CONFORMANCE), str(cfg), "box"],
+                       capture_output=True, text=True, timeout=600 * SCALE)
+    assert r.returncode == 0, f"conformance failed:\n{r.stdout}\n{r.stderr}"
+    assert re.search(r"\d+ passed, 0 failed", r.stdout + r.stderr)
+    return r
+
+
+def big_file(path: Path, mib: int) -> Path:
+    with open(path, "wb") as f:
+        for i in range(mib):
+            f.write(os.urandom(1024 * 1024))
+    return path
+
+
+# ------------------------------------------------------------ conformance
+
+def test_conformance_key_auth(sshd):
+    run_conformance(write_config(sshd))
+
+
+def test_conformance_password_auth():
+    need_root()
+    with SshServer(user=TEST_USER, password=PASSWORD, pubkey=False) as srv:
+        # conformance also checks that no message holds the password
+        run_conformance(write_config(srv, identity=None, password=PASSWORD))
+
+
+def test_login_dir_root(sshd):
+    """sftp://host/~/x is x below the login directory (realpath of ".")."""
+    sshd.reconfigure(start_dir=str(sshd.dir))  # internal-sftp -d TMPDIR
+    cfg = write_config(sshd, url=f"sftp://{sshd.user}@127.0.0.1:{sshd.port}"
+                                 "/~/root")
+    rc, lines, _, err = probe(cfg, "put", "/etc/hostname", "sub.txt")
+    assert rc == 0, (lines, err)
+    assert (sshd.root / "sub.txt").read_bytes() == \
+        Path("/etc/hostname").read_bytes()
+
+
+# ------------------------------------------------------------ host keys
+
+def test_unknown_host_key_is_refused(sshd):
+    empty = sshd.dir / "empty_known_hosts"
+    empty.write_text("")
+    rc, lines, _, _ = probe(write_config(sshd, known_hosts=empty), "check")
+    assert rc == 1
+    step, code, _, msg = parse_error(lines[-1])
+    assert (step, code) == ("connect", "hostkey")
+    assert f"[127.0.0.1]:{sshd.port}" in msg
+    assert sshd.host_key_sha256 in msg
+    assert str(empty) in msg
+    assert list(sshd.root.iterdir()) == []      # nothing written
+
+
+def test_changed_host_key_is_refused(sshd, tmp_path):
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                    str(other)], check=True)
+    kh = tmp_path / "known_hosts"
+    kh.write_text(f"[127.0.0.1]:{sshd.port} "
+                  + " ".join(other.with_suffix(".pub").read_text().split()[:2])
+                  + "\n")
+    rc, lines, _, _ = probe(write_config(sshd, known_hosts=kh), "check")
+    _, code, _, msg = parse_error(lines[-1])
+    assert code == "hostkey" and "CHANGED" in msg
+    assert sshd.host_key_sha256 in msg
+
+
+def test_hashed_known_hosts(sshd, tmp_path):
+    kh = tmp_path / "known_hosts"
+    kh.write_text("# a comment\n@cert-authority *.example ssh-ed25519 AAAA\n"
+                  + sshd.known_hosts_line() + "\n")
+    subprocess.run(["ssh-keygen", "-H", "-f", str(kh)], check=True,
+                   capture_output=True)
+    assert f"[127.0.0.1]:{sshd.port}" not in kh.read_text()
+    rc, lines, _, _ = probe(write_config(sshd, known_hosts=kh), "check")
+    assert rc == 0, lines
+
+
+def test_host_key_pin(sshd):
+    rc, lines, _, _ = probe(write_config(sshd, known_hosts=None,
+                                         host_key=sshd.host_key_sha256),
+                            "check")
+    assert rc == 0, lines
+
+
+def test_wrong_host_key_pin(sshd):
+    wrong = "SHA256:" + "A" * 43
+    rc, lines, _, _ = probe(write_config(sshd, known_hosts=None,
+                                         host_key=wrong), "check")
+    _, code, _, msg = parse_error(lines[-1])
+    assert code == "hostkey"
+    assert sshd.host_key_sha256 in msg and wrong in msg
+    assert list(sshd.root.iterdir()) == []
+
+
+def test_known_key_type_is_preferred():
+    """The server has ecdsa (libssh2's first choice) and ed25519 host keys;
+    known_hosts knows only ed25519: the handshake must pick ed25519."""
+    with SshServer(host_key_types=("ed25519", "ecdsa")) as srv:
+        rc, lines, _, _ = probe(write_config(srv), "check")
+        assert rc == 0, lines
+
+
+# ------------------------------------------------------------ auth
+
+def test_wrong_key_is_an_auth_error(sshd):
+    stranger = sshd.add_client_key("ed25519", authorize=False)
+    rc, lines, _, _ = probe(write_config(sshd, identity=stranger), "check")
+    step, code, _, msg = parse_error(lines[-1])
+    assert (step, code) == ("connect", "auth")
+    assert f"authentication failed for user '{sshd.user}' on " \
+           f"127.0.0.1:{sshd.port} (tried: publickey)" in msg
+
+
+@pytest.mark.parametrize("ktype", ["ecdsa", "ed25519"])
+def test_key_types(sshd, ktype):
+    key = sshd.add_client_key(ktype)
+    rc, lines, _, _ = probe(write_config(sshd, identity=key), "check")
+    assert rc == 0, lines
+
+
+def test_rsa_key_is_explained(sshd):
+    """libssh2 1.10 signs RSA only with SHA-1, which OpenSSH >= 8.8 refuses:
+    the error says so instead of a bare 'authentication failed'."""
+    key = sshd.add_client_key("rsa", bits=2048)
+    rc, lines, _, _ = probe(write_config(sshd, identity=key), "connect")
+    if rc == 0:
+        return          # a libssh2 with rsa-sha2 support: fine
+    _, code, _, msg = parse_error(lines[-1])
+    assert code == "auth" and "RSA key" in msg
+
+
+def test_encrypted_key(sshd):
+    key = sshd.add_client_key("ed25519", passphrase="key-pass-phrase")
+    pp = sshd.dir / "passphrase"
+    pp.write_text("key-pass-phrase\n")
+    os.chmod(pp, 0o600)
+    rc, lines, _, _ = probe(write_config(sshd, identity=key,
+                                         identity_passphrase_file=pp),
+                            "check")
+    assert rc == 0, lines
+    rc, lines, _, _ = probe(write_config(sshd, identity=key), "connect")
+    _, code, _, msg = parse_error(lines[-1])
+    assert code == "auth" and "identity_passphrase_file" in msg
+
+
+def test_agent_auth(sshd, tmp_path):
+    if not shutil.which("ssh-agent"):
+        pytest.skip("no ssh-agent")
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)],
+                             stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 5
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        env = dict(os.environ, SSH_AUTH_SOCK=str(sock))
+        subprocess.run(["ssh-add", str(sshd.client_key)], env=env, check=True,
+                       capture_output=True)
+        cfg = write_config(sshd, identity=None, ssh_agent="yes")
+        rc, lines, _, _ = probe(cfg, "check", env=env)
+        assert rc == 0, lines
+    finally:
+        agent.kill()
+        agent.wait()
+
+
+def test_password_auth_and_wrong_password():
+    need_root()
+    with SshServer(user=TEST_USER, password=PASSWORD, pubkey=False) as srv:
+        rc, lines, _, _ = probe(write_config(srv, identity=None,
+                                             password=PASSWORD), "check")
+        assert rc == 0, lines
+        rc, lines, _, stderr = probe(write_config(srv, identity=None,
+                                                  password="not-" + PASSWORD),
+                                     "connect")
+        _, code, _, msg = parse_error(lines[-1])
+        assert code == "auth" and "(tried: password)" in msg
+        assert PASSWORD not in "\n".join(lines) + stderr
+
+
+def test_keyboard_interactive_auth():
+    need_root()
+    with SshServer(user=TEST_USER, password=PASSWORD, kbd_interactive=True,
+                   password_auth=False, pubkey=False) as srv:
+        cfg = write_config(srv, identity=None, password=PASSWORD)
+        rc, lines, _, _ = probe(cfg, "check")
+        assert rc == 0, lines
+        assert "keyboard-interactive/pam" in srv.log_text()
+
+
+def test_no_usable_method(sshd):
+    """Only a password is configured but the server takes keys only."""
+    rc, lines, _, _ = probe(write_config(sshd, identity=None,
+                                         password=PASSWORD), "connect")
+    _, code, _, msg = parse_error(lines[-1])
+    assert code == "auth" and "publickey" in msg
+    assert PASSWORD not in msg
+
+
+# ------------------------------------------------------------ errors
+
+def test_permission_denied_is_permanent():
+    need_root()
+    with SshServer(user=TEST_USER, password=PASSWORD, pubkey=False) as srv:
+        locked = srv.root / "locked"
+        locked.mkdir()
+        os.chown(locked, 0, 0)
+        os.chmod(locked, 0o755)
+        rc, lines, _, _ = probe(write_config(srv, identity=None,
+                                             password=PASSWORD),
+                                "put", "/etc/hostname", "locked/x",
+                                "--", "stat", "locked")
+        _, code, _, msg = parse_error(lines[1])
+        assert code == "permission" and "permission denied" in msg
+        assert lines[2].startswith("ok stat")   # the session survives
+
+
+def test_connection_refused(sshd):
+    cfg = write_config(sshd)
+    sshd.kill()
+    rc, lines, _, _ = probe(cfg, "connect")
+    _, code, ms, msg = parse_error(lines[-1])
+    assert code == "connect" and f"127.0.0.1:{sshd.port}" in msg
+
+
+def test_silent_server_times_out(tmp_path):
+    """A listener that accepts and never says a word: connect_timeout."""
+    import socket
+    with socket.socket() as ls:
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(4)
+        port = ls.getsockname()[1]
+        cfg = tmp_path / "c.conf"
+        kh = tmp_path / "kh"
+        kh.write_text("")
+        cfg.write_text(f"[dest box]\nurl = sftp://u@127.0.0.1:{port}/x\n"
+                       f"known_hosts = {kh}\npassword = p\n"
+                       "connect_timeout = 1500ms\n")
+        os.chmod(cfg, 0o600)
+        t0 = time.monotonic()
+        rc, lines, _, _ = probe(cfg, "connect")
+        took = time.monotonic() - t0
+    _, code, _, msg = parse_error(lines[-1])
+    assert code == "timeout", msg
+    assert 1.4 < took < 6 * SCALE
+
+
+def test_missing_parent_dir(sshd):
+    rc, lines, _, _ = probe(write_config(sshd), "put", "/etc/hostname",
+                            "no/such/dir/x")
+    _, code, _, _ = parse_error(lines[-1])
+    assert code == "notfound"
+
+
+def test_rename_over_existing_without_posix_rename():
+    """With MaxSessions 1 the posix-rename side channel is refused: the
+    backend falls back to remove + rename, which must still overwrite."""
+    with SshServer(extra_config="MaxSessions 1") as srv:
+        (srv.root / "old").write_text("old content")
+        (srv.root / "new.part").write_text("new content!")
+        rc, lines, _, _ = probe(write_config(srv), "rename", "new.part", "old")
+        assert rc == 0, lines
+        assert (srv.root / "old").read_text() == "new content!"
+        assert not (srv.root / "new.part").exists()
+
+
+def test_posix_rename_overwrites_atomically(sshd):
+    (sshd.root / "old").write_text("old content")
+    (sshd.root / "new.part").write_text("new content!")
+    rc, lines, _, _ = probe(write_config(sshd), "rename", "new.part", "old",
+                            "--", "rename", "old", "again")
+    assert rc == 0, lines
+    assert (sshd.root / "again").read_text() == "new content!"
+    assert sorted(p.name for p in sshd.root.iterdir()) == ["again"]
+
+
+# ------------------------------------------------------------ faults
+
+def _put_and_interrupt(srv: SshServer, cfg: Path, src: Path, action,
+                       after_progress=12, delay_ms=30, extra=()):
+    """Start a slowed put of SRC, run ACTION() after some progress; return
+    (result lines, seconds from ACTION to the put's error line)."""
+    env = dict(os.environ, SFTP_PROBE_DELAY_MS=str(delay_ms))
+    p = subprocess.Popen([str(PROBE), str(cfg), "box", "put", str(src),
+                          "big.part", *extra], stdout=subprocess.PIPE,
+                         text=True, env=env)
+    lines, n, t_action, t_err = [], 0, None, None
+    try:
+        for line in p.stdout:
+            if line.startswith("progress"):
+                n += 1
+                if n == after_progress:
+                    action()
+                    t_action = time.monotonic()
+                continue
+            lines.append(line.strip())
+            if line.startswith("error put") and t_action:
+                t_err = time.monotonic()
+        p.wait(timeout=60 * SCALE)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert t_action, f"put ended before {after_progress} progress calls"
+    return lines, (t_err - t_action) if t_err else None
+
+
+def test_server_killed_mid_put_then_resume(sshd, tmp_path):
+    src = big_file(tmp_path / "src", 48)
+    cfg = write_config(sshd, stall_timeout="5s")
+    lines, took = _put_and_interrupt(sshd, cfg, src, sshd.kill,
+                                     extra=("--", "stat", "big.part"))
+    _, code, _, msg = parse_error(lines[1])
+    assert code in TRANSIENT, msg
+    assert took is not None and took < 5 * SCALE
+    # the dead connection fails fast, with RESET
+    _, code, ms, _ = parse_error(lines[2])
+    assert code == "reset" and ms < 100
+
+    sshd.start()        # same port, same keys
+    part = sshd.root / "big.part"
+    have = part.stat().st_size
+    assert 0 < have < src.stat().st_size
+    rc, lines, prog, _ = probe(cfg, "stat", "big.part", "--",
+                               "put", str(src), "big.part", str(have))
+    assert rc == 0, lines
+    assert lines[1] == f"ok stat size={have} " + lines[1].split(" ", 3)[3]
+    assert prog and prog[0] > have and prog[-1] == src.stat().st_size
+    assert part.read_bytes() == src.read_bytes()
+
+
+def test_stalled_server_is_detected(sshd, tmp_path):
+    """Session processes SIGSTOPped mid-put: no progress for stall_timeout
+    -> STALL, no hang; the connection is then dead (RESET at once)."""
+    src = big_file(tmp_path / "src", 32)
+    cfg = write_config(sshd, stall_timeout="2s")
+    stopped = []
+
+    def freeze():
+        for pid in sshd.sessions():
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+    try:
+        lines, took = _put_and_interrupt(sshd, cfg, src, freeze,
+                                         extra=("--", "stat", "big.part"))
+    finally:
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    _, code, _, msg = parse_error(lines[1])
+    assert code == "stall", msg
+    assert took is not None and 1.9 < took < 5 * SCALE
+    _, code, ms, _ = parse_error(lines[2])
+    assert code == "reset" and ms < 100
+
+
+def test_slow_transfer_is_not_cut_off(sshd, tmp_path):
+    """A put that makes steady progress for longer than stall_timeout."""
+    src = big_file(tmp_path / "src", 8)
+    cfg = write_config(sshd, stall_timeout="1s")
+    env = dict(os.environ, SFTP_PROBE_DELAY_MS="80")   # ~32 calls x 80 ms
+    t0 = time.monotonic()
+    rc, lines, prog, _ = probe(cfg, "put", str(src), "slow", env=env)
+    assert rc == 0, lines
+    assert time.monotonic() - t0 > 1.5
+    assert (sshd.root / "slow").read_bytes() == src.read_bytes()
