@@ -492,10 +492,13 @@ static void finish_ok_locked(struct job *job, char *final)
 			 "%d)", d->conf->name, final, url ? url : "?",
 			 job->size, n->attempts);
 		free(url);
-	} else {
+	} else if (strcmp(job->rpath, final) != 0) {
 		spool_event_locked(sp, n, d->conf->name, "renamed", final);
 		log_info("%s: renamed '%s' to '%s' on the server",
 			 d->conf->name, job->rpath, final);
+	} else {
+		log_debug("%s: set the mtime of '%s' on the server",
+			  d->conf->name, final);
 	}
 }
 
