@@ -92,6 +92,14 @@ def fingerprint(pub: Path) -> str:
     return out.split()[1]
 
 
+def _die_with_parent() -> None:
+    """preexec_fn: SIGKILL the server if the test process dies first."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG,
+                                            signal.SIGKILL)
+
+
 def _children(pid: int) -> list[int]:
     """All descendants of PID (from /proc), deepest last."""
     kids: dict[int, list[int]] = {}
@@ -224,7 +232,8 @@ class SshServer:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)],
                                      stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=log)
+                                     stderr=log,
+                                     preexec_fn=_die_with_parent)
         log.close()
         deadline = time.monotonic() + timeout
         while True:
