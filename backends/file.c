@@ -54,6 +54,7 @@ struct file_conn {
 	dev_t dev;		/* identity of rootfd, to notice a remount */
 	ino_t ino;
 	bool no_openat2;	/* the kernel said ENOSYS once */
+	bool require_mount;	/* the root must be a mount point */
 };
 
 /* Lowercase strerror: "No space left on device" -> "no space left ...". */
@@ -101,6 +102,17 @@ static int noroot(const struct file_conn *fc, struct spoolfs_error *err,
 }
 
 /* (Re)open fc->root into fc->rootfd. */
+/* A directory is a mount point when its parent is on another device
+ * (or it is the root of the tree). */
+static bool is_mount_point(int fd, const struct stat *st)
+{
+	struct stat up;
+
+	if (fstatat(fd, "..", &up, 0) < 0)
+		return false;
+	return up.st_dev != st->st_dev || up.st_ino == st->st_ino;
+}
+
 static int root_open(struct file_conn *fc, struct spoolfs_error *err)
 {
 	struct stat st;
@@ -113,6 +125,13 @@ static int root_open(struct file_conn *fc, struct spoolfs_error *err)
 		e = errno;
 		close(fd);
 		return noroot(fc, err, e);
+	}
+	if (fc->require_mount && !is_mount_point(fd, &st)) {
+		close(fd);
+		return spoolfs_error_set(err, SPOOLFS_E_NOROOT,
+					 "destination directory '%s' is not a "
+					 "mount point (require_mount = yes): is "
+					 "the NAS mounted?", fc->root);
 	}
 	if (fc->rootfd >= 0)
 		close(fc->rootfd);
@@ -385,6 +404,7 @@ static int file_connect(struct spoolfs_conn *conn, struct spoolfs_error *err)
 		return spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
 	fc->root = root;
 	fc->rootfd = -1;
+	fc->require_mount = conn->dest->require_mount;
 	if (root_open(fc, err) < 0) {
 		free(fc);
 		return -1;

@@ -143,6 +143,8 @@ static const struct key_desc dest_keys[] = {
 	  EXPECT_BOOL },
 	{ "keep_uploaded", KEY_BOOL, DOFF(keep_uploaded), SCH_ALL, 0, 0,
 	  EXPECT_BOOL },
+	{ "require_mount", KEY_BOOL, DOFF(require_mount), SCH_FILE, 0, 0,
+	  EXPECT_BOOL },
 };
 
 #define MAX_KEYS 32

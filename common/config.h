@@ -64,6 +64,7 @@ struct spoolfs_dest {
 	char *fallback;		/* name of another [dest], or NULL */
 	bool delete_remote;	/* rm of an uploaded file deletes it remotely */
 	bool keep_uploaded;	/* keep spool content after upload */
+	bool require_mount;	/* file://: the root must be a mount point */
 };
 
 struct spoolfs_config {
