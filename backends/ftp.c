@@ -512,6 +512,7 @@ static int ftp_prepare(struct ftp_conn *fc, struct spoolfs_error *err)
 {
 	const struct spoolfs_dest *d = fc->dest;
 	bool implicit = fc->tls && d->tls_mode == SPOOLFS_TLS_IMPLICIT;
+	bool chain;
 	CURL *c;
 
 	if (fc->broken && fc->curl) {
@@ -576,13 +577,17 @@ static int ftp_prepare(struct ftp_conn *fc, struct spoolfs_error *err)
 						CURL_SSLVERSION_MAX_TLSv1_2));
 		if (d->tls_ca)
 			curl_easy_setopt(c, CURLOPT_CAINFO, d->tls_ca);
+		/*
+		 * A pin alone is the verification (a NAS's self-signed
+		 * certificate): curl checks it even without the chain.
+		 * With tls_ca too, both must hold.
+		 */
 		if (d->tls_pin)
 			curl_easy_setopt(c, CURLOPT_PINNEDPUBLICKEY,
 					 d->tls_pin);
-		curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER,
-				 d->tls_verify ? 1L : 0L);
-		curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST,
-				 d->tls_verify ? 2L : 0L);
+		chain = d->tls_verify && !(d->tls_pin && !d->tls_ca);
+		curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, chain ? 1L : 0L);
+		curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, chain ? 2L : 0L);
 	}
 	curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, 1024L * 1024L);
 	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 256L * 1024L);
@@ -1045,6 +1050,17 @@ static void ftp_disconnect(struct spoolfs_conn *conn)
 	conn->priv = NULL;
 }
 
+/*
+ * libcurl 7.87 and 7.88 never start TLS on an active-mode data connection
+ * (the server then sees plain bytes); fixed in 8.0.0.
+ */
+static bool curl_active_tls_broken(void)
+{
+	unsigned v = curl_version_info(CURLVERSION_NOW)->version_num;
+
+	return v >= 0x075700 && v < 0x080000;
+}
+
 static int ftp_connect(struct spoolfs_conn *conn, struct spoolfs_error *err)
 {
 	const struct spoolfs_dest *d = conn->dest;
@@ -1072,6 +1088,13 @@ static int ftp_connect(struct spoolfs_conn *conn, struct spoolfs_error *err)
 			"%s: the url path, user or password contains a line "
 			"break or control character; FTP cannot send it",
 			d->name);
+	if (d->active && strcmp(conn->backend->scheme, "ftps") == 0 &&
+	    curl_active_tls_broken())
+		return spoolfs_error_set(err, SPOOLFS_E_CONFIG,
+			"%s: active = yes does not work with ftps:// and "
+			"libcurl %s (its TLS data connections in active mode "
+			"are broken, curl issue 10666); use passive mode",
+			d->name, curl_version_info(CURLVERSION_NOW)->version);
 	fc = calloc(1, sizeof(*fc));
 	if (!fc)
 		return spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");

@@ -70,6 +70,15 @@ def _port_free(port):
     return True
 
 
+def _alive(pid):
+    """True while PID exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -291,21 +300,81 @@ class FtpServer:
         self.kill()
         raise RuntimeError(f"{self.impl} did not listen on {self.port}")
 
+    def _descendants(self):
+        """PIDs of every process below the server (its sessions)."""
+        children = {}
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+            children.setdefault(ppid, []).append(int(d))
+        out, todo = [], [self.proc.pid]
+        while todo:
+            for c in children.get(todo.pop(), []):
+                out.append(c)
+                todo.append(c)
+        return out
+
     def kill(self):
-        """SIGKILL the server and every session it forked."""
+        """SIGKILL the server and every session it forked.
+
+        vsftpd's session processes leave the server's process group, so
+        they are found as its descendants and killed one by one (stopped
+        first, so that none forks or is reparented in between).
+        """
         if not self.proc:
             return
+        pids = []
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+            pids = self._descendants()
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                except ProcessLookupError:
+                    pass
+            pids += [p for p in self._descendants() if p not in pids]
+        for pid in [self.proc.pid] + pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         self.proc.wait()
-        # Session processes that left the group (none known) are children
-        # of init now; find any still holding our port's sessions by pgid.
+        # The sessions were the server's children, now init's: wait until
+        # they are gone, so that their sockets are closed.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(map(_alive, pids)):
+            time.sleep(0.02)
         self.proc = None
         if getattr(self, "_stderr", None):
             self._stderr.close()
             self._stderr = None
+
+    def _signal_all(self, sig):
+        for pid in [self.proc.pid] + self._descendants():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def freeze(self):
+        """SIGSTOP the server and its sessions: connections stay open, mute."""
+        self._signal_all(signal.SIGSTOP)
+
+    def thaw(self):
+        self._signal_all(signal.SIGCONT)
 
     def close(self):
         self.kill()

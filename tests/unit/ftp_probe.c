@@ -20,11 +20,13 @@
  * the call took).  Transfers print "progress BYTES" when the count moves.
  * FTP_PROBE_RATE=N holds transfers to N bytes/s from the progress callback
  * (as the spool's max_rate does), so a test can kill the server mid-put.
+ * FTP_PROBE_DEBUG=1 turns on debug logging (the protocol dialogue).
  * Exit status: 0 when everything succeeded, 1 after the first failure
  * (later commands still run), 2 on a usage or config error.
  */
 #include "../../backends/backend.h"
 #include "../../common/config.h"
+#include "../../common/log.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -203,6 +205,8 @@ int main(int argc, char **argv)
 	if (getenv("FTP_PROBE_RATE"))
 		rate.limit = strtoull(getenv("FTP_PROBE_RATE"), NULL, 10);
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	spoolfs_log_init(false, getenv("FTP_PROBE_DEBUG") &&
+			 !strcmp(getenv("FTP_PROBE_DEBUG"), "1"));
 	if (spoolfs_config_load(&cfg, argv[1], ebuf, sizeof(ebuf)) < 0) {
 		fprintf(stderr, "ftp_probe: %s\n", ebuf);
 		return 2;
