@@ -303,11 +303,25 @@ static enum spoolfs_err sc_session_code(int rc)
 	}
 }
 
+/* "WHAT: TEXT" for SFTP status ST; the session stays usable unless ST
+ * says the connection is gone. */
+static int sc_fail_msg(struct sftp_conn *c, struct spoolfs_error *err,
+		       unsigned long st, const char *what)
+{
+	const char *text;
+	enum spoolfs_err code = sc_status(st, &text);
+
+	if (code == SPOOLFS_E_RESET)
+		c->dead = true;
+	return spoolfs_error_set(err, code, "%s: %s", what, text);
+}
+
 /*
  * Fill *err for a failed libssh2 call that returned RC (SC_TIMEDOUT when
- * our deadline passed): "WHAT: reason".  An SFTP status leaves the session
- * usable; anything else marks it dead.  STALL: a transfer's stall rather
- * than a reply timeout.  Returns -1.
+ * our deadline passed): "WHAT: reason".  An SFTP status (read now: call
+ * this before the next request) leaves the session usable; anything else
+ * marks it dead.  STALL: a transfer's stall rather than a reply timeout.
+ * Returns -1.
  */
 static int sc_fail(struct sftp_conn *c, struct spoolfs_error *err, int rc,
 		   bool stall, const char *fmt, ...)
@@ -325,12 +339,9 @@ static int sc_fail(struct sftp_conn *c, struct spoolfs_error *err, int rc,
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
 
-	if (rc == LIBSSH2_ERROR_SFTP_PROTOCOL && c->sftp) {
-		code = sc_status(libssh2_sftp_last_error(c->sftp), &text);
-		if (code == SPOOLFS_E_RESET)
-			c->dead = true;
-		return spoolfs_error_set(err, code, "%s: %s", what, text);
-	}
+	if (rc == LIBSSH2_ERROR_SFTP_PROTOCOL && c->sftp)
+		return sc_fail_msg(c, err, libssh2_sftp_last_error(c->sftp),
+				   what);
 	c->dead = true;
 	if (rc == SC_TIMEDOUT) {
 		unsigned long s = (unsigned long)(stall_ms(c) / 1000);
@@ -1218,83 +1229,93 @@ static bool sc_is_status(const struct sftp_conn *c, int rc, unsigned long st)
 	       libssh2_sftp_last_error(c->sftp) == st;
 }
 
+/*
+ * mkdir RPATH, first its missing parents below the root (RPATH is cut at
+ * each '/' and restored).  An existing directory is fine: OpenSSH answers
+ * mkdir of one with a bare "failure", and another worker may race us.
+ */
+static int mkdir_p(struct sftp_conn *c, char *rpath, size_t rootlen,
+		   struct spoolfs_error *err)
+{
+	int64_t deadline = now_ms() + (int64_t)stall_ms(c);
+	LIBSSH2_SFTP_ATTRIBUTES a;
+	unsigned long st;
+	char *slash;
+	int rc;
+
+	SC_RETRY(c, deadline, rc,
+		 libssh2_sftp_mkdir_ex(c->sftp, rpath,
+				       (unsigned int)strlen(rpath), 0777));
+	if (rc == 0)
+		return 0;
+	if (rc != LIBSSH2_ERROR_SFTP_PROTOCOL)
+		goto fail;
+	st = libssh2_sftp_last_error(c->sftp);
+	slash = strrchr(rpath, '/');
+	if (st == LIBSSH2_FX_NO_SUCH_FILE && slash &&
+	    (size_t)(slash - rpath) > rootlen) {
+		*slash = '\0';
+		rc = mkdir_p(c, rpath, rootlen, err);
+		*slash = '/';
+		if (rc < 0)
+			return -1;
+		deadline = now_ms() + (int64_t)stall_ms(c);
+		SC_RETRY(c, deadline, rc,
+			 libssh2_sftp_mkdir_ex(c->sftp, rpath,
+					       (unsigned int)strlen(rpath),
+					       0777));
+		if (rc == 0)
+			return 0;
+		if (rc != LIBSSH2_ERROR_SFTP_PROTOCOL)
+			goto fail;
+		st = libssh2_sftp_last_error(c->sftp);
+	}
+	rc = sc_stat_path(c, rpath, &a, deadline);
+	if (rc == 0 && LIBSSH2_SFTP_S_ISDIR(a.permissions))
+		return 0;
+	if (rc == 0)
+		return spoolfs_error_set(err, SPOOLFS_E_NAME,
+			"cannot create directory '%s' on %s: a file of that "
+			"name exists", rpath, c->where);
+	if (rc != LIBSSH2_ERROR_SFTP_PROTOCOL)
+		goto fail;
+	{
+		char what[SPOOLFS_ERRMSG_MAX];
+
+		snprintf(what, sizeof(what), "cannot create directory '%s' on %s",
+			 rpath, c->where);
+		return sc_fail_msg(c, err, st, what);
+	}
+fail:
+	return sc_fail(c, err, rc, false, "cannot create directory '%s' on %s",
+		       rpath, c->where);
+}
+
 static int sftp_mkdirs(struct spoolfs_conn *conn, const char *dir,
 		       struct spoolfs_error *err)
 {
 	struct sftp_conn *c = conn->priv;
-	int64_t deadline;
 	LIBSSH2_SFTP_ATTRIBUTES a;
-	char *rpath, *p;
-	int rc, ret = -1;
+	char *rpath;
+	int rc;
 
 	if (sc_check_alive(c, err) < 0)
 		return -1;
 	rpath = sc_path(c, dir);
 	if (!rpath)
 		return sc_oom(err);
-	deadline = now_ms() + (int64_t)stall_ms(c);
-	/* Most of the time the directory is there already. */
-	rc = sc_stat_path(c, rpath, &a, deadline);
-	if (rc == 0 && LIBSSH2_SFTP_S_ISDIR(a.permissions)) {
-		ret = 0;
-		goto out;
-	}
-	if (rc < 0 && !sc_is_status(c, rc, LIBSSH2_FX_NO_SUCH_FILE)) {
-		sc_fail(c, err, rc, false, "cannot create directory '%s' on %s",
-			rpath, c->where);
-		goto out;
-	}
-	/* Walk down from below the root: mkdir what is missing. */
-	p = rpath + strlen(c->root);
-	while (*p == '/')
-		p++;
-	for (;;) {
-		char *slash = strchr(p, '/');
-		unsigned int len;
-
-		if (slash)
-			*slash = '\0';
-		len = (unsigned int)strlen(rpath);
-		deadline = now_ms() + (int64_t)stall_ms(c);
-		SC_RETRY(c, deadline, rc,
-			 libssh2_sftp_mkdir_ex(c->sftp, rpath, len, 0777));
-		if (rc < 0) {
-			int mkrc = rc;
-
-			if (mkrc != LIBSSH2_ERROR_SFTP_PROTOCOL) {
-				sc_fail(c, err, mkrc, false,
-					"cannot create directory '%s' on %s",
-					rpath, c->where);
-				goto out;
-			}
-			/* Exists already (OpenSSH says only "failure")? */
-			rc = sc_stat_path(c, rpath, &a, deadline);
-			if (rc == 0 && !LIBSSH2_SFTP_S_ISDIR(a.permissions)) {
-				spoolfs_error_set(err, SPOOLFS_E_NAME,
-					"cannot create directory '%s' on %s: "
-					"a file of that name exists", rpath,
-					c->where);
-				goto out;
-			}
-			if (rc < 0) {
-				if (sc_is_status(c, rc,
-						 LIBSSH2_FX_NO_SUCH_FILE))
-					rc = mkrc;
-				sc_fail(c, err, rc, false,
-					"cannot create directory '%s' on %s",
-					rpath, c->where);
-				goto out;
-			}
-		}
-		if (!slash)
-			break;
-		*slash = '/';
-		p = slash + 1;
-	}
-	ret = 0;
-out:
+	/* Most of the time the directory is there already: one stat. */
+	rc = sc_stat_path(c, rpath, &a, now_ms() + (int64_t)stall_ms(c));
+	if (rc == 0 && LIBSSH2_SFTP_S_ISDIR(a.permissions))
+		rc = 0;
+	else if (rc < 0 && !sc_is_status(c, rc, LIBSSH2_FX_NO_SUCH_FILE))
+		rc = sc_fail(c, err, rc, false,
+			     "cannot create directory '%s' on %s", rpath,
+			     c->where);
+	else
+		rc = mkdir_p(c, rpath, strlen(c->root), err);
 	free(rpath);
-	return ret;
+	return rc < 0 ? -1 : 0;
 }
 
 static int sftp_stat(struct spoolfs_conn *conn, const char *path,
@@ -1773,7 +1794,7 @@ static int sftp_put(struct spoolfs_conn *conn, const char *path, int fd,
 		if (count > PUT_INFLIGHT)
 			count = PUT_INFLIGHT;
 		n = libssh2_sftp_write(h, (const char *)c->buf + lo, count);
-		if (n == LIBSSH2_ERROR_EAGAIN) {
+		if (n == LIBSSH2_ERROR_EAGAIN || n == 0) {
 			if (sc_wait(c, deadline) < 0) {
 				sc_fail(c, err, SC_TIMEDOUT, true,
 					"cannot write '%s' on %s at byte %llu",
@@ -1789,8 +1810,6 @@ static int sftp_put(struct spoolfs_conn *conn, const char *path, int fd,
 				rpath, c->where, (unsigned long long)acked);
 			goto out_close;
 		}
-		if (n == 0)
-			continue;
 		lo += (size_t)n;
 		acked += (uint64_t)n;
 		if (progress && (acked - reported >= PROGRESS_EVERY ||

@@ -329,10 +329,13 @@ def test_permission_denied_is_permanent():
         rc, lines, _, _ = probe(write_config(srv, identity=None,
                                              password=PASSWORD),
                                 "put", "/etc/hostname", "locked/x",
-                                "--", "stat", "locked")
+                                "--", "stat", "locked",
+                                "--", "mkdirs", "locked/a/b")
         _, code, _, msg = parse_error(lines[1])
         assert code == "permission" and "permission denied" in msg
         assert lines[2].startswith("ok stat")   # the session survives
+        _, code, _, msg = parse_error(lines[3])
+        assert code == "permission" and "'" + str(locked / "a") + "'" in msg
 
 
 def test_connection_refused(sshd):
