@@ -93,7 +93,8 @@
 struct sftp_conn {
 	const struct spoolfs_dest *dest;
 	char where[300];		/* "host:port" for messages */
-	const char *user;
+	const char *user;		/* dest->user, or user_buf */
+	char user_buf[256];
 	int port;
 
 	int sock;
@@ -567,9 +568,15 @@ static const char *known_hosts_path(const struct sftp_conn *c, char *buf,
 		return c->dest->known_hosts;
 	home = getenv("HOME");
 	if (!home || !*home) {
-		struct passwd *pw = getpwuid(geteuid());
+		struct passwd pwbuf, *pw = NULL;
+		char tmp[4096];
 
-		home = pw ? pw->pw_dir : "/";
+		if (getpwuid_r(geteuid(), &pwbuf, tmp, sizeof(tmp), &pw) == 0 &&
+		    pw) {
+			snprintf(buf, n, "%s/.ssh/known_hosts", pw->pw_dir);
+			return buf;
+		}
+		home = "";
 	}
 	snprintf(buf, n, "%s/.ssh/known_hosts", home);
 	return buf;
@@ -1075,9 +1082,18 @@ static int sftp_connect(struct spoolfs_conn *conn, struct spoolfs_error *err)
 	c->port = d->port > 0 ? d->port : 22;
 	c->user = d->user;
 	if (!c->user || !*c->user) {
-		struct passwd *pw = getpwuid(geteuid());
+		struct passwd pwbuf, *pw = NULL;
+		char tmp[4096];
 
-		c->user = pw ? pw->pw_name : "root";
+		/* workers connect in parallel: the reentrant lookup */
+		if (getpwuid_r(geteuid(), &pwbuf, tmp, sizeof(tmp), &pw) == 0 &&
+		    pw)
+			snprintf(c->user_buf, sizeof(c->user_buf), "%s",
+				 pw->pw_name);
+		else
+			snprintf(c->user_buf, sizeof(c->user_buf), "%ld",
+				 (long)geteuid());
+		c->user = c->user_buf;
 	}
 	if (strchr(d->host, ':'))
 		snprintf(c->where, sizeof(c->where), "[%s]:%d", d->host,
