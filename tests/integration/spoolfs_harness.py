@@ -6,7 +6,9 @@ Everything here is protocol-neutral: the SFTP/FTP suites reuse SpoolfsEnv
 with their own destination URLs (env.add_dest(name, url=..., **keys)).
 
 Environment:
-  SPOOLFS_BIN                  binary to test (default <repo>/build/spoolfs)
+  SPOOLFS_BUILD                meson build dir (default <repo>/build); the
+                               sftp/ftp suites take their helpers from it
+  SPOOLFS_BIN                  binary to test (default $SPOOLFS_BUILD/spoolfs)
   SPOOLFS_TEST_TIMEOUT_SCALE   multiply every deadline (sanitizer builds: 3)
   SPOOLFS_REQUIRE_FUSE=1       fail instead of skip when /dev/fuse or the
                                binary is missing (CI sets it)
@@ -41,8 +43,13 @@ WARN_LOG = re.compile(r"^spoolfs: (warning|error):", re.M)
 BENIGN_LOG = [re.compile(r"Ignoring invalid max threads value")]
 
 
+def build_dir() -> Path:
+    """The meson build dir with the helper programs (tests/unit/...)."""
+    return Path(os.environ.get("SPOOLFS_BUILD") or REPO / "build")
+
+
 def spoolfs_bin() -> Path:
-    return Path(os.environ.get("SPOOLFS_BIN") or REPO / "build" / "spoolfs")
+    return Path(os.environ.get("SPOOLFS_BIN") or build_dir() / "spoolfs")
 
 
 def scaled(timeout: float) -> float:

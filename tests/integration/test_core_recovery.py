@@ -76,6 +76,21 @@ def test_unmount_with_uploads_pending_then_remount_finishes(sfs):
     sfs.wait_spool_empty()
 
 
+def check_incomplete_and_discard(sfs, rel, src):
+    """A file whose write failed is never queued: it sits in .failed/ with
+    an "incomplete" error and what was written (a prefix of src); rm it."""
+    f = sfs.m("local", ".failed/" + rel)
+    wait_until(f.exists, 10, f"{f} to appear", state=lambda: sfs.describe())
+    x = sfs.xattrs(f)
+    assert x["state"] == "failed" and x["error"].startswith("incomplete"), x
+    assert not sfs.m("local", rel).exists()
+    kept = f.read_bytes()
+    assert len(kept) < src.stat().st_size
+    assert src.read_bytes()[: len(kept)] == kept
+    run(["rm", f])
+    assert sfs.failed() == []
+
+
 @pytest.mark.allow_log(NOSPACE_LOG)
 def test_enospc_when_the_spool_disk_is_full(sfs):
     sfs.spool = sfs.mount_tmpfs(sfs.root / "small", "8M")
@@ -89,7 +104,7 @@ def test_enospc_when_the_spool_disk_is_full(sfs):
     write_file(sfs.src / "big" / "big.bin", pseudo_random(16 << 20, 502))
     r = run(["cp", sfs.src / "big/big.bin", sfs.m("local")], check=False)
     assert r.returncode != 0 and "No space left on device" in r.stderr, r
-    run(["rm", "-f", sfs.m("local", "big.bin")])
+    check_incomplete_and_discard(sfs, "big.bin", sfs.src / "big/big.bin")
     # the queued files were not touched, and space is usable again
     write_file(q / "small.bin", pseudo_random(100_000, 503))
     run(["cp", q / "small.bin", sfs.m("local")])
@@ -110,7 +125,7 @@ def test_enospc_past_max_size(sfs):
     write_file(sfs.src / "big" / "big.bin", pseudo_random(1 << 20, 601))
     r = run(["cp", sfs.src / "big/big.bin", sfs.m("local")], check=False)
     assert r.returncode != 0 and "No space left on device" in r.stderr, r
-    run(["rm", "-f", sfs.m("local", "big.bin")])
+    check_incomplete_and_discard(sfs, "big.bin", sfs.src / "big/big.bin")
     sfs.wait_uploaded(sfs.m("local", "first.bin"))
     # the quota counts unsent data only: after the upload there is room again
     write_file(q / "second.bin", pseudo_random(768 * 1024, 602))
