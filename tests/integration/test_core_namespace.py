@@ -10,7 +10,8 @@ import subprocess
 import pytest
 
 from spoolfs_harness import (XATTRS, fusermount_u, is_fuse_mounted, is_mounted,
-                             pseudo_random, run, spoolfs_bin, wait_until)
+                             mount_entry, pseudo_random, run, spoolfs_bin,
+                             wait_until)
 
 
 def test_root_lists_destinations_and_is_read_only(sfs):
@@ -304,3 +305,25 @@ def test_daemonizes_without_f(sfs):
             if u.returncode != 0:
                 fusermount_u(sfs.mnt, lazy=True)
     assert not is_mounted(sfs.mnt)
+
+
+def test_fuse_options_and_debug_flag(sfs):
+    dest = sfs.add_dest("local")
+    sfs.mount("-d", "-o", "fsname=spooltest,default_permissions")
+    assert mount_entry(sfs.mnt)[1] == "spooltest"
+    p = sfs.m("local", "dbg.txt")
+    p.write_bytes(b"debug")
+    sfs.wait_uploaded(p)
+    assert (dest / "dbg.txt").read_bytes() == b"debug"
+
+
+def test_fsync_never_still_uploads_everything(sfs):
+    sfs.set_spool(fsync="never")
+    dest = sfs.add_dest("local")
+    sfs.mount()
+    for i in range(20):
+        sfs.m("local", f"n{i}.bin").write_bytes(pseudo_random(5000, i))
+    sfs.wait_uploaded(*[sfs.m("local", f"n{i}.bin") for i in range(20)])
+    for i in range(20):
+        assert (dest / f"n{i}.bin").read_bytes() == pseudo_random(5000, i)
+    sfs.wait_spool_empty()
