@@ -104,7 +104,7 @@ struct sftp_conn {
 	int kbd_rounds;			/* keyboard-interactive prompts answered */
 
 	char *root;			/* absolute remote root, no trailing '/' */
-	char known_types[256];		/* key types known_hosts has for us */
+	char known_types[512];		/* key types known_hosts has for us */
 
 	/* the posix-rename side channel */
 	LIBSSH2_CHANNEL *rchan;

@@ -1347,51 +1347,77 @@ out:
 	return rc;
 }
 
-/* Fetch an uploaded file's content back from its destination.  Called and
- * returns with the lock held; drops it for the transfer. */
+/* Download RPATH from DC into the spool file TMPNAME (no lock held). */
+static int fetch_once(struct spool *sp, const struct spoolfs_dest *dc,
+		      const char *rpath, const char *tmpname,
+		      struct spoolfs_error *err)
+{
+	struct spoolfs_conn *conn;
+	int fd, rc = 0;
+
+	fd = openat(sp->datafd, tmpname, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
+		    0600);
+	if (fd < 0)
+		return spoolfs_error_set(err, SPOOLFS_E_IO,
+					 "cannot create spool file: %m");
+	conn = spoolfs_conn_open(dc, err);
+	if (!conn || spoolfs_conn_get(conn, rpath, fd, NULL, NULL, err) < 0)
+		rc = -1;
+	spoolfs_conn_close(conn);
+	close(fd);
+	return rc;
+}
+
+/*
+ * Fetch an uploaded file's content back from its destination.  Called and
+ * returns with the lock held; drops it for the transfer.  A worker may be
+ * renaming the file on the server meanwhile: when the name we asked for is
+ * gone, wait for it and ask for the name the file has now.
+ */
 static int fetch_locked(struct spool *sp, struct spool_node *n)
 {
+	struct spoolfs_error err = { 0 };
 	const struct spoolfs_dest *dc;
-	struct spoolfs_error err;
-	struct spoolfs_conn *conn;
-	char *rpath, tmpname[48];
+	char *rpath = NULL, tmpname[48];
 	uint64_t gen = n->gen;
-	int fd, rc = 0;
+	int rc = -1;
 
 	while (n->fetching)
 		pthread_cond_wait(&sp->cond, &sp->lock);
 	if (n->has_data)
 		return 0;
-	if (!n->rdest || !n->rpath)
-		return -EIO;
-	dc = n->rdest->conf;
-	rpath = strdup(n->rpath);
-	if (!rpath)
-		return -ENOMEM;
 	n->fetching = true;
 	n->refs++;
-	pthread_mutex_unlock(&sp->lock);
-
 	snprintf(tmpname, sizeof(tmpname), "%" PRId64 ".fetch", n->id);
-	fd = openat(sp->datafd, tmpname, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
-		    0600);
-	if (fd < 0) {
-		rc = -errno;
-		goto out_lock;
+	for (int tries = 0; tries < 5; tries++) {
+		if (!n->rdest || !n->rpath) {
+			spoolfs_error_set(&err, SPOOLFS_E_NOTFOUND,
+					  "the file is not on any server");
+			break;
+		}
+		if (rpath && strcmp(rpath, n->rpath) == 0 && tries > 0)
+			break;	/* same name again: it really is gone */
+		free(rpath);
+		rpath = strdup(n->rpath);
+		dc = n->rdest->conf;
+		if (!rpath)
+			break;
+		pthread_mutex_unlock(&sp->lock);
+		rc = fetch_once(sp, dc, rpath, tmpname, &err);
+		pthread_mutex_lock(&sp->lock);
+		if (rc == 0 || err.code != SPOOLFS_E_NOTFOUND)
+			break;
+		while (n->busy)
+			pthread_cond_wait(&sp->cond, &sp->lock);
 	}
-	conn = spoolfs_conn_open(dc, &err);
-	if (!conn || spoolfs_conn_get(conn, rpath, fd, NULL, NULL, &err) < 0) {
+	if (rc < 0) {
 		log_error("%s: cannot read back '%s' from the server: %s",
-			  dc->name, rpath, err.msg);
+			  n->rdest ? n->rdest->conf->name : n->dest->conf->name,
+			  rpath ? rpath : n->name, err.msg);
 		rc = spoolfs_err_to_errno(err.code);
 		if (rc == -ENOENT)
 			rc = -EIO;
 	}
-	spoolfs_conn_close(conn);
-	close(fd);
-
-out_lock:
-	pthread_mutex_lock(&sp->lock);
 	if (rc == 0 && n->gen == gen && !n->has_data) {
 		char name[32];
 
