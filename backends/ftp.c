@@ -1532,10 +1532,12 @@ static int ftp_stat(struct spoolfs_conn *conn, const char *path,
 			spoolfs_error_set(err, SPOOLFS_E_NOTFOUND,
 					  "%s: no such file on the server",
 					  what);
-		if (ex <= 0 || st->is_dir || have_size) {
+		if (ex <= 0)
+			goto out;
+		if (st->is_dir || have_size) {
 			if (st->is_dir)
 				st->size = 0;
-			ret = ex > 0 ? 0 : -1;
+			ret = 0;
 			goto out;
 		}
 		/* a file, but no size fact: ask SIZE */

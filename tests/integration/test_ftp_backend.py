@@ -64,13 +64,30 @@ def server(request):
         srv.close()
 
 
+SANITIZER = re.compile(r"Sanitizer|runtime error:")
+
+
+def no_sanitizer_report(stderr):
+    """A sanitizer build (-Db_sanitize=...) must stay silent."""
+    m = SANITIZER.search(stderr or "")
+    assert not m, stderr[max(0, m.start() - 200):m.start() + 3000]
+
+
 def probe(cfg, *args, env=None, timeout=120):
     """Run ftp_probe CONFIG nas ARGS; return (rc, stdout lines, stderr)."""
     e = dict(os.environ)
     e.update(env or {})
     r = subprocess.run([PROBE, cfg, "nas", *args], capture_output=True,
                        text=True, timeout=timeout, env=e)
+    no_sanitizer_report(r.stderr)
     return r.returncode, r.stdout.splitlines(), r.stderr
+
+
+def conformance(cfg):
+    r = subprocess.run([CONFORMANCE, cfg, "nas"], capture_output=True,
+                       text=True, timeout=600)
+    no_sanitizer_report(r.stderr)
+    return r
 
 
 def results(lines):
@@ -121,8 +138,7 @@ def spki_pin(cert):
                          indirect=True)
 def test_conformance(server, tmp_path):
     cfg = server.write_config(str(tmp_path))
-    r = subprocess.run([CONFORMANCE, cfg, "nas"], capture_output=True,
-                       text=True, timeout=600)
+    r = conformance(cfg)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-8000:]
     assert " 0 failed" in r.stdout
     # Every session reused its TLS session on the data connections.
@@ -148,8 +164,7 @@ def test_conformance_pure_ftpd(server, tmp_path):
     which the backend reports as a name error (permanent, .failed/).
     """
     cfg = server.write_config(str(tmp_path))
-    r = subprocess.run([CONFORMANCE, cfg, "nas"], capture_output=True,
-                       text=True, timeout=600)
+    r = conformance(cfg)
     failed = int(re.search(r"(\d+) failed", r.stdout).group(1))
     assert int(re.search(r"(\d+) passed", r.stdout).group(1)) >= 600
     if failed:
@@ -369,6 +384,7 @@ def test_server_killed_mid_put_then_resume(server, tmp_path):
         p.kill()
         pytest.fail("the put hangs after the server died")
     elapsed = time.monotonic() - t0
+    no_sanitizer_report(err)
     assert error_of(out.splitlines(), "put"), results(out.splitlines()) + [err]
     code, msg = error_of(out.splitlines(), "put")
     assert code in TRANSIENT, (code, msg)
@@ -395,11 +411,13 @@ def test_next_operation_after_a_dead_connection_reconnects(server, tmp_path):
     # connect, then the server restarts while the connection idles.
     p = subprocess.Popen([PROBE, cfg, "nas", "put", src, "a", "--", "sleep",
                           "1500", "--", "put", src, "b", "--", "stat", "b"],
-                         stdout=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
     time.sleep(0.8)
     server.kill()
     server.start()
-    out, _ = p.communicate(timeout=60)
+    out, err = p.communicate(timeout=60)
+    no_sanitizer_report(err)
     res = results(out.splitlines())
     assert res[1] == "ok put 1000", res
     # The kept-alive connection died with the server; the next operation
@@ -415,7 +433,8 @@ def test_stalled_server_is_detected(server, tmp_path):
     write_file(src, size)
     cfg = server.write_config(str(tmp_path), extra={"stall_timeout": "2s"})
     p = subprocess.Popen([PROBE, cfg, "nas", "put", src, "s.bin"],
-                         stdout=subprocess.PIPE, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True,
                          env=dict(os.environ, FTP_PROBE_RATE=str(4 << 20)))
     while True:
         line = p.stdout.readline()
@@ -425,10 +444,11 @@ def test_stalled_server_is_detected(server, tmp_path):
     server.freeze()               # mute, with every socket still open
     try:
         t0 = time.monotonic()
-        out, _ = p.communicate(timeout=30)
+        out, err = p.communicate(timeout=30)
         elapsed = time.monotonic() - t0
     finally:
         server.thaw()
+    no_sanitizer_report(err)
     code, msg = error_of(out.splitlines(), "put")
     assert code in ("stall", "timeout"), (code, msg)
     assert elapsed < 15
