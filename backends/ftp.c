@@ -8,14 +8,18 @@
  *
  * DESIGN
  *
- * Connection.  One curl easy handle per spoolfs_conn, kept for its life.
- * curl keeps the control connection open between operations on the same
- * handle and caches the TLS session, so each data connection resumes the
- * control connection's session (vsftpd's require_ssl_reuse=YES).  Before
- * each operation the handle's options are reset (curl_easy_reset keeps the
- * live connection and the session cache) and set again for that operation
- * alone.  After a connection-level failure the handle is thrown away and the
- * next operation starts a fresh one, which logs in again.
+ * Connection.  One curl easy handle per spoolfs_conn, kept for its life,
+ * run by a private multi handle (ftp_perform: curl_easy_perform with a
+ * shorter nap).  The multi handle keeps the control connection open between
+ * operations and the easy handle caches the TLS session, so each data
+ * connection resumes the control connection's session (vsftpd's
+ * require_ssl_reuse=YES).  Before each operation the easy handle's options
+ * are reset (curl_easy_reset keeps the session cache) and set again for that
+ * operation alone.  After a connection-level failure both handles are
+ * thrown away and the next operation starts afresh, logging in again; a
+ * kept-alive connection found dead before anything was answered is retried
+ * once at once.  Stalls are caught by curl's low-speed limit (< 1 byte/s for
+ * stall_timeout) and the reply timeout, never by a total timeout.
  *
  * Paths.  connect() logs in, CWDs into the destination root and asks PWD
  * where that is.  From then on every server path is ABSOLUTE (root + the
@@ -37,14 +41,16 @@
  * number of times, so ftps offers at most TLS 1.2 (ECDHE + AES-GCM), and a
  * connection whose server refuses 1.2 retries with 1.3 allowed.
  *
- * Commands and replies.  Our own commands (FEAT, CWD, MKD, SIZE, MDTM, RNFR,
- * RNTO, DELE, MFMT) go through CURLOPT_QUOTE with curl's '*' prefix ("carry
- * on if it fails"): a failing quote command without it makes curl close the
- * control connection, which would cost a new login (and TLS handshake) for
- * every "does this directory exist?".  Which reply answered which command is
- * recorded by pairing the debug callback's outgoing lines with the header
+ * Commands and replies.  Our own commands (FEAT, CWD, MKD, MLST, SIZE,
+ * MDTM, RNFR, RNTO, DELE, MFMT) go through CURLOPT_QUOTE with curl's '*'
+ * prefix ("carry on if it fails"): a failing quote command without it
+ * makes curl close the control connection, which would cost a new login
+ * (and TLS handshake) for every "does this directory exist?".  Which reply
+ * answered which command is recorded by pairing the debug callback's outgoing lines with the header
  * callback's reply lines (struct ftp_cmd); the operations read their
  * outcome from there.  The password is never recorded ("PASS ****").
+ * Where FEAT offers MLST, stat and "is this a directory?" are one MLST;
+ * elsewhere SIZE + MDTM, and CWD for directories.
  *
  * Errors are translated once, in ftp_fail() and reply_err(): curl's code
  * says whether the connection failed (connect, timeout, stall, reset, TLS)
@@ -59,7 +65,8 @@
  * where FEAT offers MDTM (given up for the connection when the server does
  * not understand it), else it is a no-op.  Servers that refuse to rename
  * onto an existing file get DELE + RNFR/RNTO (not atomic there).  No
- * server-side hash.  Names are sent as bytes (no OPTS UTF8).
+ * server-side hash.  Names are sent as bytes (no OPTS UTF8).  Active mode
+ * with TLS is refused on libcurl 7.87/7.88, which cannot do it.
  *
  * Threads: a connection belongs to one thread at a time; the only shared
  * state is curl_global_init(), done once.
@@ -87,17 +94,17 @@ struct ftp_cmd {
 	char *line;		/* as sent, without CRLF; "PASS ****" */
 	int code;		/* final reply code, 0 while none */
 	char reply[REPLY_MAX];	/* final reply line, sanitized */
-	char *body;		/* a multi-line reply's other lines (FEAT, MLST) */
+	char *body;		/* other lines of a multi-line reply */
 	size_t body_len;
 	bool quoted;		/* one of this operation's quote commands */
 };
 
 struct ftp_conn {
 	CURL *curl;
-	CURLM *multi;		/* runs curl; holds the live control connection */
+	CURLM *multi;		/* runs curl; holds the control connection */
 	const struct spoolfs_dest *dest;
-	char *origin;		/* "ftp://127.0.0.1:21" ("ftps://" if implicit) */
-	char *root;		/* absolute server root, no trailing '/'; "" = "/" */
+	char *origin;		/* "ftp://h:21" ("ftps://" if implicit) */
+	char *root;		/* absolute server root, no final '/'; "" = / */
 	bool tls;		/* ftps */
 	bool broken;		/* drop the handle before the next operation */
 	bool binary;		/* this control connection is in TYPE I */
@@ -111,7 +118,7 @@ struct ftp_conn {
 	struct ftp_cmd cmds[CMDLOG_MAX];
 	int ncmds;
 	unsigned nreplies;
-	int fail_code;		/* first refusal (>= 400) not to a quote command */
+	int fail_code;		/* first refusal (>= 400), not to a quote */
 	char fail_reply[REPLY_MAX];
 	const struct curl_slist *quote;	/* this operation's quote list */
 };
@@ -714,7 +721,8 @@ static CURLcode ftp_run(struct ftp_conn *fc, const struct ftp_op *op,
 		}
 		if (op->upload) {
 			curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-			curl_easy_setopt(c, CURLOPT_APPEND, op->append ? 1L : 0L);
+			curl_easy_setopt(c, CURLOPT_APPEND,
+					 op->append ? 1L : 0L);
 			curl_easy_setopt(c, CURLOPT_READFUNCTION, read_cb);
 			curl_easy_setopt(c, CURLOPT_READDATA, x);
 			curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE,
@@ -936,8 +944,8 @@ static int ftp_fail(struct ftp_conn *fc, CURLcode rc, const struct ftp_op *op,
 			"tls_pin)", what, host, curl_words(fc, rc));
 	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
 		return spoolfs_error_set(err, SPOOLFS_E_TLS,
-			"%s failed: the public key of %s does not match tls_pin",
-			what, host);
+			"%s failed: the public key of %s does not match "
+			"tls_pin", what, host);
 	case CURLE_SSL_CIPHER:
 		return spoolfs_error_set(err, SPOOLFS_E_TLS, "%s failed: %s",
 					 what, curl_words(fc, rc));
@@ -1406,11 +1414,13 @@ static int ftp_mkdirs(struct spoolfs_conn *conn, const char *dir,
 			if (fc->cmds[i].quoted && fc->cmds[i].code >= 400 &&
 			    strncmp(fc->cmds[i].line, "MKD ", 4) == 0) {
 				code = fc->cmds[i].code;
-				snprintf(failed, sizeof(failed), "%s", fc->cmds[i].reply);
+				snprintf(failed, sizeof(failed), "%s",
+					 fc->cmds[i].reply);
 			}
 		if (!code) {
 			code = ex;
-			snprintf(failed, sizeof(failed), "%s", reply_line(fc, "CWD", abs));
+			snprintf(failed, sizeof(failed), "%s",
+				 reply_line(fc, "CWD", abs));
 		}
 		/* Was it because the root went away? */
 		ex = ftp_dir_exists(fc, *fc->root ? fc->root : "/", err);
@@ -1451,8 +1461,8 @@ static int ftp_refine_missing_dir(struct ftp_conn *fc, const char *rel,
 	ex = ftp_dir_exists(fc, abs, err);
 	if (ex == 0 && !*parent)
 		spoolfs_error_set(err, SPOOLFS_E_NOROOT,
-				  "%s failed: the destination root is gone (%s)",
-				  what, failed);
+				  "%s failed: the destination root is gone "
+				  "(%s)", what, failed);
 	else if (ex == 0)
 		spoolfs_error_set(err, SPOOLFS_E_NOTFOUND,
 				  "%s failed: directory '%s' does not exist on "
@@ -1695,7 +1705,8 @@ static int ftp_rename(struct spoolfs_conn *conn, const char *from,
 			goto out;
 		}
 		/* RNFR refused: is the source there at all? */
-		snprintf(failed, sizeof(failed), "%s", reply_line(fc, "RNFR", afrom));
+		snprintf(failed, sizeof(failed), "%s",
+			 reply_line(fc, "RNFR", afrom));
 		ex = ftp_file_exists(conn, from, err);
 		if (ex == 0)
 			spoolfs_error_set(err, SPOOLFS_E_NOTFOUND,
@@ -1851,7 +1862,8 @@ static int ftp_get(struct spoolfs_conn *conn, const char *path, int fd,
 	}
 	if (!fc->broken && !x.cancelled && !x.local_errno &&
 	    (rc == CURLE_REMOTE_FILE_NOT_FOUND || fc->fail_code == 550)) {
-		snprintf(failed, sizeof(failed), "%s", fc->fail_code ? fc->fail_reply : "550");
+		snprintf(failed, sizeof(failed), "%s",
+			 fc->fail_code ? fc->fail_reply : "550");
 		ex = ftp_file_exists(conn, path, err);
 		if (ex == 0)
 			ret = spoolfs_error_set(err, SPOOLFS_E_NOTFOUND,
