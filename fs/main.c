@@ -12,6 +12,7 @@
  * threads must not cross a fork.
  */
 #include <errno.h>
+#include <signal.h>
 #include <fuse.h>
 #include <fuse_lowlevel.h>
 #include <stdbool.h>
@@ -255,6 +256,8 @@ int main(int argc, char **argv)
 	char err[1024] = "";
 	int rc = 1;
 
+	/* a server closing a connection must be an error return, not death */
+	signal(SIGPIPE, SIG_IGN);
 	if (argc > 1 && strcmp(argv[1], "check") == 0)
 		return cmd_check(argc, argv);
 	if (parse_args(argc, argv, &o) < 0)

@@ -352,7 +352,8 @@ void node_save_locked(struct spool *sp, struct spool_node *n)
 {
 	struct spool_row r;
 
-	if (n->is_root || !n->id)
+	/* an unlinked node has no row any more: never bring it back */
+	if (n->is_root || !n->id || !n->linked)
 		return;
 	node_to_row(n, &r);
 	if (spool_journal_save(sp->j, &r) < 0)
@@ -440,6 +441,10 @@ void node_drop_locked(struct spool *sp, struct spool_node *n)
 
 void node_requeue_locked(struct spool *sp, struct spool_node *n)
 {
+	if (!n->linked) {
+		queue_remove_locked(n);
+		return;
+	}
 	if (n->is_dir || n->busy)
 		return;
 	if (n->area == SPOOL_AREA_TRASH) {

@@ -591,6 +591,8 @@ static void finish_locked(struct job *job, int rc, char *final,
 		   job_cancelled_locked(job)) {
 		/* changed, moved, removed or stopping: not an attempt */
 		n->busy = false;
+		if (!n->linked)
+			node_trash_tmp_locked(sp, n);	/* removed: no leftovers */
 		if (n->attempts > 0)
 			n->attempts--;
 		if (n->state == SPOOL_UPLOADING)
