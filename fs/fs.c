@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define SPLICE_MAX_WRITE ((1u << 20) - 4096)
+
 static struct fs_ctx *ctx(void)
 {
 	return fuse_get_context()->private_data;
@@ -56,6 +58,14 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->entry_timeout = 1.0;
 	cfg->attr_timeout = 1.0;
 	cfg->negative_timeout = 0.0;
+	/*
+	 * libfuse splices a write from /dev/fuse only when its pipe holds a
+	 * whole request (max_write + one page of header); an unprivileged
+	 * pipe grows to fs.pipe-max-size, 1 MiB by default.  Past that it
+	 * silently copies every byte through user space instead.
+	 */
+	if (conn->max_write > SPLICE_MAX_WRITE)
+		conn->max_write = SPLICE_MAX_WRITE;
 	if (c->conn_opts)
 		fuse_apply_conn_info_opts(c->conn_opts, conn);
 	/* splice the written pages from /dev/fuse straight into the spool */

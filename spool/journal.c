@@ -26,8 +26,6 @@ struct spool_journal {
 	sqlite3_stmt *st_save;
 	sqlite3_stmt *st_delete;
 	sqlite3_stmt *st_event;
-	sqlite3_stmt *st_sync_full;
-	sqlite3_stmt *st_sync_normal;
 	int depth;		/* nesting of spool_journal_begin() */
 	int last_err;		/* sqlite code of the last failed write */
 	char last_msg[256];
@@ -190,9 +188,7 @@ int spool_journal_open(struct spool_journal **jp, const char *path,
 	    prepare(j, &j->st_delete, "DELETE FROM nodes WHERE id=?") < 0 ||
 	    prepare(j, &j->st_event,
 		    "INSERT INTO events (time_ms, node, dest, path, kind, msg)"
-		    " VALUES (?,?,?,?,?,?)") < 0 ||
-	    prepare(j, &j->st_sync_full, "PRAGMA synchronous=FULL") < 0 ||
-	    prepare(j, &j->st_sync_normal, "PRAGMA synchronous=NORMAL") < 0)
+		    " VALUES (?,?,?,?,?,?)") < 0)
 		goto out_sqlerr;
 	*jp = j;
 	return 0;
@@ -213,8 +209,6 @@ void spool_journal_close(struct spool_journal *j)
 	sqlite3_finalize(j->st_save);
 	sqlite3_finalize(j->st_delete);
 	sqlite3_finalize(j->st_event);
-	sqlite3_finalize(j->st_sync_full);
-	sqlite3_finalize(j->st_sync_normal);
 	sqlite3_close(j->db);
 	free(j);
 }
@@ -295,13 +289,17 @@ int spool_journal_save_durable(struct spool_journal *j,
 {
 	int rc;
 
-	/* Inside a batch the pragma cannot change; the batch's commit is
-	 * what counts then, and callers don't batch durable saves. */
-	if (j->depth == 0)
-		step_done(j, j->st_sync_full);
+	/*
+	 * Inside a batch the pragma cannot change; the batch's commit is
+	 * what counts then, and callers don't batch durable saves.  The
+	 * pragma is run afresh each time: sqlite applies some pragmas when
+	 * a statement is prepared, so a kept prepared one proves nothing.
+	 */
+	if (j->depth == 0 && exec(j, "PRAGMA synchronous=FULL") < 0)
+		return -1;
 	rc = spool_journal_save(j, row);
 	if (j->depth == 0)
-		step_done(j, j->st_sync_normal);
+		exec(j, "PRAGMA synchronous=NORMAL");
 	return rc;
 }
 

@@ -81,18 +81,35 @@ void queue_remove_locked(struct spool_node *n)
 	n->queued_on = NULL;
 }
 
+/* Before A goes before B in a queue. */
+static bool queue_before(const struct spool_node *a, const struct spool_node *b)
+{
+	return a->ready_at < b->ready_at ||
+	       (a->ready_at == b->ready_at && a->id < b->id);
+}
+
+/*
+ * The queue is kept in (ready_at, id) order.  A new entry is usually the
+ * latest (ready_at = now + settle), so the walk from the tail is short.
+ */
 void queue_add_locked(struct spool_dest *d, struct spool_node *n)
 {
-	if (n->queued_on == d)
-		return;
+	struct spool_node *after;
+
 	queue_remove_locked(n);
-	n->qprev = d->qtail;
-	n->qnext = NULL;
-	if (d->qtail)
-		d->qtail->qnext = n;
+	for (after = d->qtail; after && queue_before(n, after);
+	     after = after->qprev)
+		;
+	n->qprev = after;
+	n->qnext = after ? after->qnext : d->qhead;
+	if (n->qnext)
+		n->qnext->qprev = n;
+	else
+		d->qtail = n;
+	if (after)
+		after->qnext = n;
 	else
 		d->qhead = n;
-	d->qtail = n;
 	n->queued_on = d;
 }
 
@@ -139,26 +156,21 @@ static bool volume_blocked_locked(const struct spool_node *n)
 static struct spool_node *pick_locked(struct spool_dest *d, int64_t now,
 				      int64_t *next_ready)
 {
-	struct spool_node *best = NULL;
-
 	*next_ready = INT64_MAX;
 	for (struct spool_node *n = d->qhead; n; n = n->qnext) {
+		if (n->ready_at > now) {
+			/* sorted: nothing after this one is ready either */
+			*next_ready = n->ready_at;
+			return NULL;
+		}
 		/* still open for writing: not complete yet (see OPEN FILES) */
 		if (n->busy || (n->writers > 0 && n->area != SPOOL_AREA_TRASH))
 			continue;
-		if (n->ready_at > now) {
-			if (n->ready_at < *next_ready)
-				*next_ready = n->ready_at;
-			continue;
-		}
-		if (best && (n->ready_at > best->ready_at ||
-			     (n->ready_at == best->ready_at && n->id > best->id)))
-			continue;
 		if (volume_blocked_locked(n))
 			continue;
-		best = n;
+		return n;
 	}
-	return best;
+	return NULL;
 }
 
 static bool job_cancelled_locked(const struct job *job)
