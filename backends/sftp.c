@@ -1698,7 +1698,7 @@ out:
 
 /*
  * Close HANDLE within the stall timeout.  Returns the libssh2 code; a
- * timeout marks the connection dead (the handle is abandoned).
+ * timeout marks the connection dead; sc_drop_handle() then frees it.
  */
 static int sc_close_handle(struct sftp_conn *c, LIBSSH2_SFTP_HANDLE *h)
 {
@@ -1708,6 +1708,33 @@ static int sc_close_handle(struct sftp_conn *c, LIBSSH2_SFTP_HANDLE *h)
 	SC_RETRY(c, deadline, rc, libssh2_sftp_close_handle(h));
 	if (rc == SC_TIMEDOUT)
 		c->dead = true;
+	return rc;
+}
+
+/*
+ * Close H and free it, whatever state the session is in.  libssh2 frees a
+ * handle (with its queue of unacknowledged writes, up to PUT_INFLIGHT
+ * bytes) only in libssh2_sftp_close_handle(), which keeps returning EAGAIN
+ * on a session whose peer is gone.  On a dead session the socket is shut
+ * down first, so the close fails at once and frees the handle.  Returns
+ * the close status, or LIBSSH2_ERROR_SOCKET_DISCONNECT on a dead session.
+ */
+static int sc_drop_handle(struct sftp_conn *c, LIBSSH2_SFTP_HANDLE *h)
+{
+	int rc = LIBSSH2_ERROR_SOCKET_DISCONNECT;
+
+	if (!h)
+		return 0;
+	if (!c->dead) {
+		rc = sc_close_handle(c, h);
+		if (rc != SC_TIMEDOUT)
+			return rc;		/* closed and freed */
+	}
+	if (c->sock >= 0)
+		shutdown(c->sock, SHUT_RDWR);
+	for (int i = 0; i < 100; i++)
+		if (libssh2_sftp_close_handle(h) != LIBSSH2_ERROR_EAGAIN)
+			break;
 	return rc;
 }
 
@@ -1816,7 +1843,7 @@ static int sftp_put(struct spoolfs_conn *conn, const char *path, int fd,
 					"cannot write '%s' on %s at byte %llu",
 					rpath, c->where,
 					(unsigned long long)acked);
-				goto out_abandon;
+				goto out_close;
 			}
 			continue;
 		}
@@ -1840,8 +1867,7 @@ static int sftp_put(struct spoolfs_conn *conn, const char *path, int fd,
 		}
 		deadline = now_ms() + (int64_t)stall_ms(c);
 	}
-	rc = sc_close_handle(c, h);
-	h = NULL;
+	rc = sc_drop_handle(c, h);
 	if (rc < 0) {
 		sc_fail(c, err, rc, false,
 			"cannot close '%s' on %s after writing it", rpath,
@@ -1853,13 +1879,9 @@ static int sftp_put(struct spoolfs_conn *conn, const char *path, int fd,
 out_close:
 	/* The first error is the one to report; a failing close only
 	 * tells whether the session survived. */
-	if (!c->dead) {
-		rc = sc_close_handle(c, h);
-		if (rc < 0 && rc != LIBSSH2_ERROR_SFTP_PROTOCOL)
-			c->dead = true;
-	}
-out_abandon:
-	/* A dead session frees the handle with the session. */
+	rc = sc_drop_handle(c, h);
+	if (rc < 0 && rc != LIBSSH2_ERROR_SFTP_PROTOCOL)
+		c->dead = true;
 out:
 	free(rpath);
 	return ret;
@@ -1905,7 +1927,7 @@ static int sftp_get(struct spoolfs_conn *conn, const char *path, int fd,
 					"cannot read '%s' on %s at byte %llu",
 					rpath, c->where,
 					(unsigned long long)done);
-				goto out;
+				goto out_close;
 			}
 			continue;
 		}
@@ -1951,7 +1973,7 @@ static int sftp_get(struct spoolfs_conn *conn, const char *path, int fd,
 				  c->where);
 		goto out_close;
 	}
-	rc = sc_close_handle(c, h);
+	rc = sc_drop_handle(c, h);
 	if (rc < 0 && rc != LIBSSH2_ERROR_SFTP_PROTOCOL) {
 		sc_fail(c, err, rc, false, "download of '%s' from %s", rpath,
 			c->where);
@@ -1960,8 +1982,7 @@ static int sftp_get(struct spoolfs_conn *conn, const char *path, int fd,
 	ret = 0;
 	goto out;
 out_close:
-	if (!c->dead)
-		(void)sc_close_handle(c, h);
+	(void)sc_drop_handle(c, h);
 out:
 	free(rpath);
 	return ret;

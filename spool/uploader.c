@@ -445,27 +445,65 @@ static int run_trash(struct job *job, struct spoolfs_conn *conn,
 	return 0;
 }
 
-static void finish_trash_locked(struct job *job, bool ok)
+/*
+ * A leftover on a server is harmless but untidy, and cheap to retry: a
+ * transient error keeps the trash entry and tries again on the backoff
+ * schedule, without a limit (the server may be down for days); only a
+ * permanent error gives up.  The first failure is logged, the rest only
+ * in debug, so a dead server does not flood the log.
+ */
+static void finish_trash_locked(struct job *job, int rc,
+				const struct spoolfs_error *err,
+				unsigned int *seed)
 {
 	struct spool *sp = job->sp;
 	struct spool_node *n = job->n;
+	const struct spoolfs_dest *dc = job->d->conf;
+	const char *what = job->rtmp ? job->rtmp : job->rpath;
 
-	if (ok || !job->sp->stopping) {
-		if (job->rtmp) {
-			free(n->rtmp);
-			n->rtmp = NULL;
-			n->tmp_dest = NULL;
-		}
-		if (job->remove_rpath) {
-			free(n->rpath);
-			n->rpath = NULL;
-			n->rdest = NULL;
-		}
+	n->busy = false;
+	if (rc < 0 && sp->stopping) {
+		node_requeue_locked(sp, n);	/* the journal keeps it */
+		return;
+	}
+	if (rc < 0 && spoolfs_err_transient(err->code)) {
+		uint64_t delay;
+
+		n->attempts++;
+		delay = spool_backoff_ms(dc->backoff_min_ms, dc->backoff_max_ms,
+					 n->attempts, seed);
+		n->ready_at = spool_now_ms() + (int64_t)delay;
+		if (n->attempts == 1)
+			log_warn("%s: cannot remove '%s' from the server: %s; "
+				 "will retry", dc->name, what, err->msg);
+		else
+			log_debug("%s: cannot remove '%s' from the server: %s "
+				  "(attempt %d, next in %.1fs)", dc->name, what,
+				  err->msg, n->attempts, (double)delay / 1000);
+		node_save_locked(sp, n);
+		node_requeue_locked(sp, n);
+		return;
+	}
+	if (rc < 0)
+		log_error("%s: cannot remove '%s' from the server: %s; "
+			  "leaving it there", dc->name, what, err->msg);
+	else if (n->attempts > 0)
+		log_info("%s: removed '%s' from the server", dc->name, what);
+	if (job->rtmp) {
+		free(n->rtmp);
+		n->rtmp = NULL;
+		n->tmp_dest = NULL;
+	}
+	if (job->remove_rpath) {
+		free(n->rpath);
+		n->rpath = NULL;
+		n->rdest = NULL;
 	}
 	if (!n->rtmp && !n->rdest) {
 		node_drop_locked(sp, n);
 		return;
 	}
+	n->attempts = 0;
 	node_save_locked(sp, n);
 	node_requeue_locked(sp, n);
 }
@@ -590,12 +628,7 @@ static void finish_locked(struct job *job, int rc, char *final,
 	struct spool_node *n = job->n;
 
 	if (job->kind == JOB_TRASH) {
-		n->busy = false;
-		if (rc < 0 && !sp->stopping)
-			log_error("%s: cannot remove '%s' from the server: %s",
-				  job->d->conf->name,
-				  job->rpath ? job->rpath : job->rtmp, err->msg);
-		finish_trash_locked(job, rc == 0);
+		finish_trash_locked(job, rc, err, seed);
 		free(final);
 	} else if (rc == 0) {
 		finish_ok_locked(job, final);
