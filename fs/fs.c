@@ -9,13 +9,25 @@
  * With it, an unlinked open file is reached through its handle only
  * (nullpath_ok), which is why every op that gets a fuse_file_info prefers
  * the handle.
+ *
+ * The mount root also holds two read-only virtual files, .status (a table
+ * for people) and .status.json (for scripts), rendered by
+ * spool/status_render.c from a snapshot the spool takes at open(); see the
+ * STATUS FILES comment below.  The root xattr user.spoolfs.spool names the
+ * spool directory, so `spoolfs status` can find the mount of its spool.
  */
 #include "fs.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../spool/status_render.h"
 
 #define SPLICE_MAX_WRITE ((1u << 20) - 4096)
 
@@ -32,20 +44,141 @@ static struct spool *sp(void)
 /*
  * fi->fh holds a struct spool_handle * for files and, tagged with the low
  * bit (malloc'd pointers are aligned), a copy of the path for directories:
- * with nullpath_ok, readdir is not given the path again.
+ * with nullpath_ok, readdir is not given the path again.  Bit 1 tags a
+ * struct status_file (an open .status or .status.json).
  */
+#define FH_DIR 1u
+#define FH_STATUS 2u
+#define FH_TAGS 3u
+
 static struct spool_handle *handle(const struct fuse_file_info *fi)
 {
-	if (!fi || (fi->fh & 1))
+	if (!fi || (fi->fh & FH_TAGS))
 		return NULL;
 	return (struct spool_handle *)(uintptr_t)fi->fh;
 }
 
+/*
+ * STATUS FILES.  MOUNT/.status and MOUNT/.status.json are generated at
+ * open(): the open takes one snapshot (spool_status_snapshot, under the
+ * spool lock), renders it, and every read of that descriptor serves the
+ * same bytes, so `cat`, `less`, a Python read() or `jq <` see one
+ * consistent document however they chunk their reads.
+ *
+ * They are opened with direct_io: the kernel neither caches their pages
+ * nor clamps reads at the size it last saw, so a stat by path can honestly
+ * say size 0 (like /proc: the content does not exist until opened) and a
+ * reader still gets everything until read() returns 0.  Generating at
+ * getattr instead would render twice per cat (getattr, then open) and the
+ * size stat printed could still differ from what open gets.  An fstat() of
+ * the open descriptor (when the kernel asks) gets the snapshot's real size.
+ */
+struct status_file {
+	char *buf;
+	size_t len;
+};
+
+enum status_kind { STATUS_NONE, STATUS_TEXT, STATUS_JSON };
+
+static enum status_kind status_kind(const char *path)
+{
+	if (!path)
+		return STATUS_NONE;
+	while (*path == '/' && path[1] == '/')
+		path++;
+	if (strcmp(path, "/.status") == 0)
+		return STATUS_TEXT;
+	if (strcmp(path, "/.status.json") == 0)
+		return STATUS_JSON;
+	return STATUS_NONE;
+}
+
+static struct status_file *status_handle(const struct fuse_file_info *fi)
+{
+	if (!fi || (fi->fh & FH_TAGS) != FH_STATUS)
+		return NULL;
+	return (struct status_file *)(uintptr_t)(fi->fh & ~(uint64_t)FH_TAGS);
+}
+
+static bool is_root_path(const char *path)
+{
+	return path && path[strspn(path, "/")] == '\0' && *path;
+}
+
+static void status_stat(struct stat *st, size_t size)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	memset(st, 0, sizeof(*st));
+	st->st_mode = S_IFREG | 0444;
+	st->st_nlink = 1;
+	st->st_uid = getuid();
+	st->st_gid = getgid();
+	st->st_size = (off_t)size;
+	st->st_blksize = 4096;
+	st->st_mtim = st->st_ctim = st->st_atim = now;
+}
+
+static int status_open(enum status_kind kind, struct fuse_file_info *fi)
+{
+	struct spool_status snap;
+	struct status_file *f;
+	int rc;
+
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+		return -EACCES;
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	rc = spool_status_snapshot(sp(), &snap);
+	if (rc < 0) {
+		free(f);
+		return rc;
+	}
+	f->buf = kind == STATUS_JSON ? spool_status_render_json(&snap) :
+		 spool_status_render_text(&snap);
+	spool_status_release(&snap);
+	if (!f->buf) {
+		free(f);
+		return -ENOMEM;
+	}
+	f->len = strlen(f->buf);
+	fi->direct_io = 1;
+	fi->keep_cache = 0;
+	fi->nonseekable = 0;
+	fi->fh = (uintptr_t)f | FH_STATUS;
+	return 0;
+}
+
+static int status_read(struct status_file *f, char *buf, size_t size,
+		       off_t off)
+{
+	if (off < 0)
+		return -EINVAL;
+	if ((uint64_t)off >= f->len)
+		return 0;
+	if (size > f->len - (size_t)off)
+		size = f->len - (size_t)off;
+	if (size > INT_MAX)
+		size = INT_MAX;
+	memcpy(buf, f->buf + off, size);
+	return (int)size;
+}
+
+static void status_release(struct status_file *f)
+{
+	if (!f)
+		return;
+	free(f->buf);
+	free(f);
+}
+
 static const char *dir_path(const struct fuse_file_info *fi)
 {
-	if (!fi || !(fi->fh & 1))
+	if (!fi || (fi->fh & FH_TAGS) != FH_DIR)
 		return NULL;
-	return (const char *)(uintptr_t)(fi->fh & ~(uint64_t)1);
+	return (const char *)(uintptr_t)(fi->fh & ~(uint64_t)FH_TAGS);
 }
 
 static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
@@ -77,6 +210,14 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 static int fs_getattr(const char *path, struct stat *st,
 		      struct fuse_file_info *fi)
 {
+	if (status_handle(fi)) {
+		status_stat(st, status_handle(fi)->len);
+		return 0;
+	}
+	if (status_kind(path)) {
+		status_stat(st, 0);
+		return 0;
+	}
 	if (!path && handle(fi))
 		return spool_handle_getattr(handle(fi), st);
 	if (!path)
@@ -101,12 +242,22 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 		      enum fuse_readdir_flags flags)
 {
 	struct fill_ctx fc = { buf, filler };
+	struct stat st;
+	int rc;
 
 	(void)off;
 	(void)flags;
 	if (!path)
 		path = dir_path(fi);
-	return path ? spool_readdir(sp(), path, fill_one, &fc) : -ENOENT;
+	if (!path)
+		return -ENOENT;
+	rc = spool_readdir(sp(), path, fill_one, &fc);
+	if (rc == 0 && is_root_path(path)) {
+		status_stat(&st, 0);
+		filler(buf, ".status", &st, 0, 0);
+		filler(buf, ".status.json", &st, 0, 0);
+	}
+	return rc;
 }
 
 static int fs_opendir(const char *path, struct fuse_file_info *fi)
@@ -123,7 +274,7 @@ static int fs_opendir(const char *path, struct fuse_file_info *fi)
 	copy = strdup(path);
 	if (!copy)
 		return -ENOMEM;
-	fi->fh = (uintptr_t)copy | 1;
+	fi->fh = (uintptr_t)copy | FH_DIR;
 	return 0;
 }
 
@@ -148,16 +299,22 @@ static int fs_rmdir(const char *path)
 
 static int fs_unlink(const char *path)
 {
+	if (status_kind(path))
+		return -EACCES;
 	return spool_unlink(sp(), path);
 }
 
 static int fs_rename(const char *from, const char *to, unsigned int flags)
 {
+	if (status_kind(from) || status_kind(to))
+		return -EACCES;
 	return spool_rename(sp(), from, to, flags);
 }
 
 static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
+	if (status_kind(path) || status_handle(fi))
+		return -EACCES;
 	if (!path)
 		return fi ? 0 : -ENOENT;	/* unlinked: nothing to keep */
 	return spool_chmod(sp(), path, mode);
@@ -166,6 +323,8 @@ static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 static int fs_chown(const char *path, uid_t uid, gid_t gid,
 		    struct fuse_file_info *fi)
 {
+	if (status_kind(path) || status_handle(fi))
+		return -EACCES;
 	if (!path)
 		return fi ? 0 : -ENOENT;
 	return spool_chown(sp(), path, uid, gid);
@@ -174,6 +333,8 @@ static int fs_chown(const char *path, uid_t uid, gid_t gid,
 static int fs_utimens(const char *path, const struct timespec tv[2],
 		      struct fuse_file_info *fi)
 {
+	if (status_kind(path) || status_handle(fi))
+		return -EACCES;
 	if (!path)
 		return fi ? 0 : -ENOENT;
 	return spool_utimens(sp(), path, tv);
@@ -181,6 +342,8 @@ static int fs_utimens(const char *path, const struct timespec tv[2],
 
 static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
+	if (status_kind(path) || status_handle(fi))
+		return -EACCES;
 	return spool_truncate(sp(), path, handle(fi), size);
 }
 
@@ -196,6 +359,8 @@ static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	struct spool_handle *h;
 	int rc;
 
+	if (status_kind(path))
+		return -EACCES;
 	rc = spool_create(sp(), path, mode & ~fc->umask, fc->uid, fc->gid,
 			  fi->flags, &h);
 	if (rc == 0)
@@ -206,8 +371,11 @@ static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 static int fs_open(const char *path, struct fuse_file_info *fi)
 {
 	struct spool_handle *h;
+	enum status_kind kind = status_kind(path);
 	int rc;
 
+	if (kind)
+		return status_open(kind, fi);
 	rc = spool_open_file(sp(), path, fi->flags, &h);
 	if (rc == 0)
 		fi->fh = (uintptr_t)h;
@@ -218,6 +386,8 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off,
 		   struct fuse_file_info *fi)
 {
 	(void)path;
+	if (status_handle(fi))
+		return status_read(status_handle(fi), buf, size, off);
 	return (int)spool_read(handle(fi), buf, size, off);
 }
 
@@ -252,34 +422,67 @@ static int fs_write_buf(const char *path, struct fuse_bufvec *src, off_t off,
 static int fs_flush(const char *path, struct fuse_file_info *fi)
 {
 	(void)path;
+	if (status_handle(fi))
+		return 0;
 	return spool_flush(handle(fi));
 }
 
 static int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
 	(void)path;
+	if (status_handle(fi))
+		return 0;
 	return spool_fsync(handle(fi), datasync);
 }
 
 static int fs_release(const char *path, struct fuse_file_info *fi)
 {
 	(void)path;
-	spool_release(handle(fi));
+	if (status_handle(fi))
+		status_release(status_handle(fi));
+	else
+		spool_release(handle(fi));
 	return 0;
 }
+
+#define ROOT_XATTR "user.spoolfs.spool"
 
 static int fs_getxattr(const char *path, const char *name, char *value,
 		       size_t size)
 {
-	if (!path)
+	const char *dir;
+	size_t len;
+
+	if (!path || status_kind(path))
 		return -ENODATA;
+	if (is_root_path(path)) {
+		/* the spool directory: how `spoolfs status` finds its mount */
+		if (strcmp(name, ROOT_XATTR) != 0)
+			return -ENODATA;
+		dir = spool_dir(sp());
+		len = strlen(dir);
+		if (size == 0)
+			return (int)len;
+		if (size < len)
+			return -ERANGE;
+		memcpy(value, dir, len);
+		return (int)len;
+	}
 	return spool_getxattr(sp(), path, name, value, size);
 }
 
 static int fs_listxattr(const char *path, char *list, size_t size)
 {
-	if (!path)
+	if (!path || status_kind(path))
 		return 0;
+	if (is_root_path(path)) {
+		if (size == 0)
+			return (int)sizeof(ROOT_XATTR);
+		if (size < sizeof(ROOT_XATTR))
+			return -ERANGE;
+		memcpy(list, ROOT_XATTR, sizeof(ROOT_XATTR));
+		return (int)sizeof(ROOT_XATTR);
+	}
 	return spool_listxattr(sp(), path, list, size);
 }
 

@@ -25,6 +25,7 @@
 #include "../common/config.h"
 #include "../backends/backend.h"
 #include "../common/log.h"
+#include "cli.h"
 #include "fs.h"
 
 struct options {
@@ -42,6 +43,10 @@ static void usage(FILE *out)
 	fprintf(out,
 		"usage: spoolfs [-f] [-d] [-o OPTIONS] [CONFIG] MOUNTPOINT\n"
 		"       spoolfs check [CONFIG] [DEST...]\n"
+		"       spoolfs status [CONFIG] [--json] [--watch] "
+		"[--interval SECS]\n"
+		"       spoolfs retry [CONFIG] [DEST[/PATH]]\n"
+		"       spoolfs log [CONFIG] [-n N] [DEST/PATH]\n"
 		"\n"
 		"Mount spoolfs: every [dest NAME] of CONFIG becomes a directory\n"
 		"MOUNTPOINT/NAME; files written there are spooled to local disk\n"
@@ -58,6 +63,15 @@ static void usage(FILE *out)
 		"  check        connect to each destination (or those named),\n"
 		"               log in, write, rename and remove a probe file;\n"
 		"               exit 0 when all work, 1 with the failing step\n"
+		"  status       per destination: files and bytes pending,\n"
+		"               uploading, uploaded, failed; uploads in flight\n"
+		"               with progress; last success and error (live\n"
+		"               from the mount, else read-only from the journal;\n"
+		"               the same as MOUNT/.status and .status.json)\n"
+		"  retry        requeue failed files (all, a destination's, or\n"
+		"               DEST/PATH), like mv out of DEST/.failed/\n"
+		"  log          the history of one file DEST/PATH from the\n"
+		"               journal, or the last N events (default 50)\n"
 		"  -h, --help   this text\n"
 		"  -V, --version\n");
 }
@@ -260,6 +274,12 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (argc > 1 && strcmp(argv[1], "check") == 0)
 		return cmd_check(argc, argv);
+	if (argc > 1 && strcmp(argv[1], "status") == 0)
+		return cli_status(argc, argv);
+	if (argc > 1 && strcmp(argv[1], "retry") == 0)
+		return cli_retry(argc, argv);
+	if (argc > 1 && strcmp(argv[1], "log") == 0)
+		return cli_log(argc, argv);
 	if (parse_args(argc, argv, &o) < 0)
 		return 1;
 	spoolfs_log_init(false, o.debug);

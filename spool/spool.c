@@ -383,6 +383,8 @@ void node_set_state_locked(struct spool *sp, struct spool_node *n, int state)
 		log_error("internal: '%s' went from %s to %s", n->name,
 			  spool_state_name(n->state), spool_state_name(state));
 	UNCHARGE(sp, n);
+	if (state == SPOOL_UPLOADING && n->state != SPOOL_UPLOADING)
+		n->upload_start_ms = spool_now_ms();	/* rate in status.c */
 	n->state = state;
 	CHARGE(sp, n);
 	if (n->parent)

@@ -87,4 +87,15 @@ int spool_getxattr(struct spool *sp, const char *path, const char *name,
 int spool_listxattr(struct spool *sp, const char *path, char *buf,
 		    size_t size);
 
+/*
+ * Status (status.c).  spool_status_snapshot() copies, under the lock, what
+ * MOUNT/.status shows: per destination counts and bytes by state, uploads
+ * in flight with progress, rate and ETA, health, spool use.  Release with
+ * spool_status_release(); render with status_render.h.
+ */
+struct spool_status;
+int spool_status_snapshot(struct spool *sp, struct spool_status *st);
+/* The spool directory, as configured. */
+const char *spool_dir(const struct spool *sp);
+
 #endif

@@ -91,6 +91,7 @@ struct spool_node {
 	/* upload [L] */
 	bool busy;			/* a worker has it */
 	uint64_t progress;		/* bytes sent of the current upload */
+	int64_t upload_start_ms;	/* when it entered uploading (status.c) */
 	struct spool_dest *queued_on;	/* whose queue it is in, NULL none */
 	struct spool_node *qprev, *qnext;
 };
