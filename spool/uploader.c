@@ -31,12 +31,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "../common/log.h"
 #include "volume.h"
 
 #define IDLE_DISCONNECT_MS 30000
+#define WORKER_NICE 10
 #define RATE_SLEEP_STEP_MS 100
 
 enum job_kind { JOB_UPLOAD, JOB_META, JOB_TRASH };
@@ -50,8 +53,8 @@ struct job {
 	uint64_t size;
 	int64_t mtime;
 	char *relpath;		/* at claim time */
-	char *rtmp;		/* a partial temp to resume, same gen */
-	char *stale_tmp;	/* a partial temp of older content, to remove */
+	char *rtmp;		/* upload: the temp name; meta/trash: to remove */
+	bool resume;		/* upload: rtmp may hold a partial upload */
 	char *rpath;		/* meta/trash: where the content is now */
 	bool remove_rpath;	/* trash: delete the uploaded copy */
 	uint64_t last_done;
@@ -240,7 +243,6 @@ static void job_release(struct job *job)
 {
 	free(job->relpath);
 	free(job->rtmp);
-	free(job->stale_tmp);
 	free(job->rpath);
 }
 
@@ -270,22 +272,34 @@ static int claim_locked(struct job *job, struct spool_dest *d,
 		job->kind = JOB_META;
 		job->rpath = strdup(n->rpath);
 	} else {
+		/* resume a partial temp of this content, or start a new one
+		 * (recorded by run_upload() once connected) */
 		job->kind = JOB_UPLOAD;
-		if (n->rtmp && n->tmp_dest == d) {
-			if (n->tmp_gen == n->gen)
-				job->rtmp = strdup(n->rtmp);
-			else
-				job->stale_tmp = strdup(n->rtmp);
+		if (n->rtmp && n->tmp_dest == d && n->tmp_gen == n->gen) {
+			job->resume = true;
+			job->rtmp = strdup(n->rtmp);
+		} else {
+			char *dir = dir_of(job->relpath);
+
+			if (!dir || asprintf(&job->rtmp, "%s%s.spoolfs-%" PRId64
+					     "-%" PRIu64 ".part", dir,
+					     *dir ? "/" : "", n->id,
+					     n->gen) < 0)
+				job->rtmp = NULL;
+			free(dir);
 		}
+		if (!job->rtmp)
+			return -1;
 	}
 	queue_remove_locked(n);
 	n->busy = true;
 	n->refs++;
 	n->progress = 0;
 	if (job->kind != JOB_TRASH) {
+		/* saved by run_upload() or when the job ends: one journal
+		 * write fewer per file */
 		n->attempts++;
 		node_set_state_locked(d->sp, n, SPOOL_UPLOADING);
-		node_save_locked(d->sp, n);
 	}
 	return 0;
 }
@@ -336,7 +350,8 @@ static int run_upload(struct job *job, struct spoolfs_conn *conn,
 	struct spoolfs_error ignored;
 	struct spoolfs_rstat st;
 	uint64_t offset = 0;
-	char *dir = NULL, *tmp = NULL;
+	const char *tmp = job->rtmp;
+	char *dir = NULL;
 	bool cancelled;
 	int fd, rc = -1;
 
@@ -347,30 +362,38 @@ static int run_upload(struct job *job, struct spoolfs_conn *conn,
 	dir = dir_of(job->relpath);
 	if (!dir)
 		goto out_nomem;
-	if (job->stale_tmp)
-		spoolfs_conn_remove(conn, job->stale_tmp, &ignored);
-	if (job->rtmp) {
-		tmp = strdup(job->rtmp);
-		if (spoolfs_conn_can(conn, SPOOLFS_CAP_RESUME) &&
-		    spoolfs_conn_stat(conn, tmp, &st, &ignored) == 0 &&
-		    st.size <= job->size)
-			offset = st.size;
-	} else if (asprintf(&tmp, "%s%s.spoolfs-%" PRId64 "-%" PRIu64 ".part",
-			    dir, *dir ? "/" : "", n->id, job->gen) < 0) {
-		tmp = NULL;
-	}
-	if (!tmp)
-		goto out_nomem;
+	if (job->resume && spoolfs_conn_can(conn, SPOOLFS_CAP_RESUME) &&
+	    spoolfs_conn_stat(conn, tmp, &st, &ignored) == 0 &&
+	    st.size <= job->size)
+		offset = st.size;
 
+	/*
+	 * Record the temp (and the state) before a byte is sent: after a
+	 * crash the journal knows every temp that may be on a server.  A
+	 * temp of older content goes to the trash.
+	 */
 	pthread_mutex_lock(&sp->lock);
-	if (!job->rtmp || job->stale_tmp) {
+	cancelled = job_cancelled_locked(job);
+	if (!cancelled && !job->resume) {
+		char *copy = strdup(tmp);
+
+		if (!copy) {
+			pthread_mutex_unlock(&sp->lock);
+			goto out_nomem;
+		}
+		node_trash_tmp_locked(sp, n);
 		free(n->rtmp);
-		n->rtmp = strdup(tmp);
+		n->rtmp = copy;
 		n->tmp_dest = job->d;
 		n->tmp_gen = job->gen;
-		node_save_locked(sp, n);
 	}
+	if (!cancelled)
+		node_save_locked(sp, n);
 	pthread_mutex_unlock(&sp->lock);
+	if (cancelled) {
+		spoolfs_error_set(err, SPOOLFS_E_CANCELLED, "cancelled");
+		goto out;
+	}
 	if (offset)
 		log_info("%s: resuming '%s' at byte %" PRIu64 " of %" PRIu64,
 			 job->d->conf->name, job->relpath, offset, job->size);
@@ -411,7 +434,6 @@ out_nomem:
 out:
 	close(fd);
 	free(dir);
-	free(tmp);
 	return rc;
 }
 
@@ -676,6 +698,18 @@ static void *worker_main(void *arg)
 	struct spool *sp = d->sp;
 	struct spoolfs_conn *conn = NULL;
 	int64_t idle_since = spool_now_ms();
+	id_t tid = (id_t)syscall(SYS_gettid);
+	int prio;
+
+	/*
+	 * Uploads are background work: on Linux the nice value is per
+	 * thread, so the workers yield the CPU to the threads answering
+	 * the writer (a `cp` into the mount) and take what is left.
+	 */
+	errno = 0;
+	prio = getpriority(PRIO_PROCESS, tid);
+	if (errno == 0)
+		(void)setpriority(PRIO_PROCESS, tid, prio + WORKER_NICE);
 
 	pthread_mutex_lock(&sp->lock);
 	while (!sp->stopping) {
