@@ -53,6 +53,7 @@
  * state is libssh2_init(), done once under pthread_once.
  */
 #include "backend.h"
+#include "../common/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -980,6 +981,9 @@ fail_session:
 	sc_fail(c, err, rc, false, "authentication on %s", c->where);
 	goto out;
 ok:
+	/* the method that worked is the last one tried */
+	log_debug("%s: sftp: logged in as '%s' on %s (server offers: %s; "
+		  "tried: %s)", d->name, c->user, c->where, methods, tried);
 	free(methods);
 	return 0;
 out:
@@ -1141,6 +1145,20 @@ static int sftp_connect(struct spoolfs_conn *conn, struct spoolfs_error *err)
 	}
 	if (check_hostkey(c, kh, khfile, err) < 0)
 		goto fail;
+	if (spoolfs_log_debug_enabled()) {
+		const char *banner = libssh2_session_banner_get(c->session);
+		const char *kex = libssh2_session_methods(c->session,
+							  LIBSSH2_METHOD_KEX);
+		const char *cipher =
+			libssh2_session_methods(c->session,
+						LIBSSH2_METHOD_CRYPT_CS);
+
+		log_debug("%s: sftp: %s is '%s', kex %s, cipher %s, host key "
+			  "verified (%s)", d->name, c->where,
+			  banner ? banner : "?", kex ? kex : "?",
+			  cipher ? cipher : "?",
+			  khfile ? khfile : "host_key pin");
+	}
 	if (kh)
 		libssh2_knownhost_free(kh);
 	kh = NULL;
@@ -1162,6 +1180,8 @@ static int sftp_connect(struct spoolfs_conn *conn, struct spoolfs_error *err)
 	}
 	if (resolve_root(c, deadline, err) < 0)
 		goto fail;
+	log_debug("%s: sftp: connected to %s, root '%s'", d->name, c->where,
+		  c->root);
 	conn->priv = c;
 	return 0;
 fail:
@@ -1317,6 +1337,7 @@ static int sftp_mkdirs(struct spoolfs_conn *conn, const char *dir,
 
 	if (sc_check_alive(c, err) < 0)
 		return -1;
+	log_debug("%s: sftp: mkdir -p '%s'", c->dest->name, dir);
 	rpath = sc_path(c, dir);
 	if (!rpath)
 		return sc_oom(err);
@@ -1344,6 +1365,7 @@ static int sftp_stat(struct spoolfs_conn *conn, const char *path,
 
 	if (sc_check_alive(c, err) < 0)
 		return -1;
+	log_debug("%s: sftp: stat '%s'", c->dest->name, path);
 	rpath = sc_path(c, path);
 	if (!rpath)
 		return sc_oom(err);
@@ -1383,6 +1405,7 @@ static int sftp_remove(struct spoolfs_conn *conn, const char *path,
 
 	if (sc_check_alive(c, err) < 0)
 		return -1;
+	log_debug("%s: sftp: remove '%s'", c->dest->name, path);
 	rpath = sc_path(c, path);
 	if (!rpath)
 		return sc_oom(err);
@@ -1405,6 +1428,8 @@ static int sftp_set_mtime(struct spoolfs_conn *conn, const char *path,
 
 	if (sc_check_alive(c, err) < 0)
 		return -1;
+	log_debug("%s: sftp: set mtime of '%s' to %lld", c->dest->name, path,
+		  (long long)mtime);
 	if (mtime < 0 || mtime > UINT32_MAX)
 		return spoolfs_error_set(err, SPOOLFS_E_UNSUPPORTED,
 			"cannot set mtime %lld on %s: sftp v3 times are "
@@ -1621,6 +1646,7 @@ static int sftp_rename(struct spoolfs_conn *conn, const char *from,
 
 	if (sc_check_alive(c, err) < 0)
 		return -1;
+	log_debug("%s: sftp: rename '%s' to '%s'", c->dest->name, from, to);
 	rfrom = sc_path(c, from);
 	rto = sc_path(c, to);
 	if (!rfrom || !rto) {
@@ -1774,6 +1800,8 @@ static int sftp_put(struct spoolfs_conn *conn, const char *path, int fd,
 
 	if (sc_check_alive(c, err) < 0)
 		return -1;
+	log_debug("%s: sftp: put '%s' bytes %llu..%llu", c->dest->name, path,
+		  (unsigned long long)offset, (unsigned long long)size);
 	if (sc_buf(c, size - offset, err) < 0)
 		return -1;
 	rpath = sc_path(c, path);
@@ -1900,6 +1928,7 @@ static int sftp_get(struct spoolfs_conn *conn, const char *path, int fd,
 
 	if (sc_check_alive(c, err) < 0)
 		return -1;
+	log_debug("%s: sftp: get '%s'", c->dest->name, path);
 	if (sc_buf(c, GET_CHUNK, err) < 0)
 		return -1;
 	rpath = sc_path(c, path);

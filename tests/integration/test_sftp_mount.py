@@ -231,6 +231,27 @@ def test_password_auth(servers, sfs):
     assert re.search(r"Accepted password for " + TEST_USER, srv.log_text())
 
 
+def test_debug_log_shows_each_step_never_the_password(servers, sfs):
+    """-d logs the session (server, kex, login method) and every SFTP
+    operation of an upload, and still never the password."""
+    need_root()
+    srv = servers(user=TEST_USER, password=PASSWORD, pubkey=False)
+    add_box(sfs, srv, identity=None,
+            password_file=secret_file(sfs.root / "box.pass", PASSWORD))
+    sfs.mount("-d", env=child_env())
+    upload_one(sfs, srv)
+    log = sfs.log()
+    assert re.search(r"box: sftp: 127\.0\.0\.1:\d+ is 'SSH-2\.0-OpenSSH",
+                     log), log
+    assert f"box: sftp: logged in as '{TEST_USER}'" in log, log
+    assert "tried: password)" in log, log
+    assert re.search(r"box: sftp: put 'a/\.spoolfs-\d+-\d+\.part' bytes 0\.\.16",
+                     log), log
+    assert re.search(r"box: sftp: rename 'a/\.spoolfs-[0-9-]+\.part' to "
+                     r"'a/hello\.txt'", log), log
+    assert PASSWORD not in log
+
+
 def test_ssh_agent_auth(sshd, sfs, tmp_path):
     if not (shutil.which("ssh-agent") and shutil.which("ssh-add")):
         pytest.skip("no ssh-agent / ssh-add (apt-get install openssh-client)")
