@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <fuse.h>
 #include <fuse_lowlevel.h>
 #include <stdbool.h>
@@ -211,6 +212,29 @@ static void warn_config(const struct spoolfs_config *cfg)
 	}
 }
 
+/* libfuse's own messages, once stderr is gone: into our log (syslog) */
+static void fuse_log_to_ours(enum fuse_log_level level, const char *fmt,
+			     va_list ap)
+{
+	enum spoolfs_log_level ours = SPOOLFS_LOG_INFO;
+	char line[1024];
+	size_t n;
+
+	if (level <= FUSE_LOG_ERR)
+		ours = SPOOLFS_LOG_ERROR;
+	else if (level == FUSE_LOG_WARNING)
+		ours = SPOOLFS_LOG_WARN;
+	else if (level == FUSE_LOG_DEBUG)
+		ours = SPOOLFS_LOG_DEBUG;
+	if (ours == SPOOLFS_LOG_DEBUG && !spoolfs_log_debug_enabled())
+		return;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	n = strlen(line);
+	while (n > 0 && line[n - 1] == '\n')
+		line[--n] = '\0';
+	spoolfs_log(ours, "fuse: %s", line);
+}
+
 /* spoolfs check [CONFIG] [DEST...] */
 static int cmd_check(int argc, char **argv)
 {
@@ -315,8 +339,11 @@ int main(int argc, char **argv)
 		goto out_unmount;
 	if (fuse_daemonize(o.foreground) != 0)
 		goto out_signals;
-	if (!o.foreground)
+	if (!o.foreground) {
 		spoolfs_log_init(true, o.debug);
+		fuse_set_log_func(fuse_log_to_ours);
+		warn_config(&cfg);	/* the terminal may be long gone */
+	}
 
 	if (spool_open(&sp, &cfg, err, sizeof(err)) < 0 ||
 	    spool_start(sp, err, sizeof(err)) < 0) {

@@ -112,6 +112,10 @@ def test_daemon_logs_to_syslog(tmp_path):
         user = someone
         password = {SECRET}
         retries = 0
+
+        [dest insecure]
+        url = ftps://127.0.0.1:1/x
+        tls_verify = no
         """))
     conf.chmod(0o600)
     wait_for = "\n".join(f"""\
@@ -155,6 +159,12 @@ def test_daemon_logs_to_syslog(tmp_path):
     failed = find(r"spoolfs\[\d+\]: ftp: upload of 'b\.txt' .*failed: .*"
                   r"kept in ftp/\.failed/b\.txt")
     find(r"spoolfs\[\d+\]: unmounting")
+    # said on the terminal at mount, and again where a boot mount's
+    # messages go
+    insecure = find(r"spoolfs\[\d+\]: insecure: tls_verify = no: the "
+                    r"server's certificate is NOT checked")
+    assert insecure[0].startswith(f"<{LOG_DAEMON | 4}>"), insecure[0]
+    assert "insecure: tls_verify = no" in r.stderr
     assert len(up) == 1 and len(failed) == 1, log     # one line per result
     # <PRI> = facility daemon | severity: info for a success, err for a failure
     assert mounted.startswith(f"<{LOG_DAEMON | 6}>"), mounted
