@@ -29,7 +29,8 @@
  * a reconnect.  URLs are built from percent-encoded components ("/%2F" marks
  * the absolute path), never by pasting raw names.  A name with a control
  * character (CR/LF above all) cannot travel on an FTP command line and is
- * refused before a byte is sent.
+ * refused before a byte is sent; so is a name that ends with a space,
+ * which servers trim (pure-ftpd stores "a " as "a").
  *
  * TLS_SESSION_REUSE.  vsftpd (require_ssl_reuse=YES, its default) answers
  * a data connection that does not resume the control connection's session
@@ -155,7 +156,7 @@ static void ftp_global_init(void)
 /* ---- names and paths ---------------------------------------------------- */
 
 /* Refuse what cannot travel on an FTP command line. */
-static int ftp_check_name(const char *path, struct spoolfs_error *err)
+static int ftp_check_chars(const char *path, struct spoolfs_error *err)
 {
 	for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
 		if (*p == '\r' || *p == '\n')
@@ -167,6 +168,26 @@ static int ftp_check_name(const char *path, struct spoolfs_error *err)
 				"file name contains a control character "
 				"(0x%02x); FTP cannot transfer it", *p);
 	}
+	return 0;
+}
+
+/*
+ * A file path for a command: no control characters, and no component that
+ * ends with a space.  Servers trim the end of the command line: pure-ftpd
+ * stores "STOR /r/a " as "a" (and RNTO onto "a " replaces an existing "a"),
+ * and spoolfs cannot ask such a server whether it kept the space (its SIZE
+ * or MLST of "a " is trimmed the same way).
+ */
+static int ftp_check_name(const char *path, struct spoolfs_error *err)
+{
+	if (ftp_check_chars(path, err) < 0)
+		return -1;
+	for (const char *p = path; *p; p++)
+		if (*p == ' ' && (p[1] == '/' || p[1] == '\0'))
+			return spoolfs_error_set(err, SPOOLFS_E_NAME,
+				"a name in the path ends with a space; FTP "
+				"servers may drop it (pure-ftpd does), so FTP "
+				"cannot transfer it safely");
 	return 0;
 }
 
@@ -1251,8 +1272,8 @@ static int ftp_connect(struct spoolfs_conn *conn, struct spoolfs_error *err)
 	if (!*host)
 		return spoolfs_error_set(err, SPOOLFS_E_CONFIG,
 					 "%s: the url names no host", d->name);
-	if (ftp_check_name(d->path ? d->path : "", err) < 0 ||
-	    (d->user && ftp_check_name(d->user, err) < 0) ||
+	if (ftp_check_chars(d->path ? d->path : "", err) < 0 ||
+	    (d->user && ftp_check_chars(d->user, err) < 0) ||
 	    (d->password && strpbrk(d->password, "\r\n")))
 		return spoolfs_error_set(err, SPOOLFS_E_CONFIG,
 			"%s: the url path, user or password contains a line "
@@ -1443,10 +1464,14 @@ out:
 /*
  * After a 550/553 on a file operation: NOTFOUND if the parent directory of
  * REL is missing (NOROOT if that is the root), else the refusal CODE LINE.
+ * *DIR_THERE (may be NULL) says the directory exists now: it may have
+ * been created (by another worker) since the refused command, so a caller
+ * tries that command once more before it believes the refusal.
  */
 static int ftp_refine_missing_dir(struct ftp_conn *fc, const char *rel,
 				  int code, const char *line,
-				  const char *what, struct spoolfs_error *err)
+				  const char *what, bool *dir_there,
+				  struct spoolfs_error *err)
 {
 	char failed[REPLY_MAX], *parent, *abs;
 	int ex;
@@ -1459,6 +1484,8 @@ static int ftp_refine_missing_dir(struct ftp_conn *fc, const char *rel,
 		return spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
 	}
 	ex = ftp_dir_exists(fc, abs, err);
+	if (dir_there)
+		*dir_there = ex > 0;
 	if (ex == 0 && !*parent)
 		spoolfs_error_set(err, SPOOLFS_E_NOROOT,
 				  "%s failed: the destination root is gone "
@@ -1499,20 +1526,31 @@ static int ftp_put(struct spoolfs_conn *conn, const char *path, int fd,
 		return spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
 	}
 	op.url = url;
-	rc = ftp_run(fc, &op, err);
-	if (rc == CURLE_OK)
-		goto out;
-	if (rc == CURLE_UPLOAD_FAILED && !fc->broken &&
-	    (fc->fail_code == 550 || fc->fail_code == 553)) {
+	for (int attempt = 0;; attempt++) {
+		bool dir_there = false;
 		char failed[REPLY_MAX];
 
+		x.pos = offset;
+		rc = ftp_run(fc, &op, err);
+		if (rc == CURLE_OK)
+			break;
+		if (rc != CURLE_UPLOAD_FAILED || fc->broken ||
+		    (fc->fail_code != 550 && fc->fail_code != 553)) {
+			ret = ftp_fail(fc, rc, &op, what, err);
+			break;
+		}
+		/* vsftpd: "553 Could not create file." for a missing dir */
 		snprintf(failed, sizeof(failed), "%s", fc->fail_reply);
 		ret = ftp_refine_missing_dir(fc, path, fc->fail_code, failed,
-					     what, err);
-	} else {
-		ret = ftp_fail(fc, rc, &op, what, err);
+					     what, &dir_there, err);
+		if (!dir_there || attempt > 0)
+			break;
+		log_debug("%s: '%s' refused but its directory is there now "
+			  "(made by another worker?); trying again",
+			  fc->dest->name, path);
+		spoolfs_error_clear(err);
+		ret = 0;
 	}
-out:
 	free(url);
 	free(abs);
 	return ret;
@@ -1683,6 +1721,7 @@ static int ftp_rename(struct spoolfs_conn *conn, const char *from,
 {
 	struct ftp_conn *fc = conn->priv;
 	char what[WHAT_MAX], failed[REPLY_MAX], *afrom = NULL, *ato = NULL;
+	bool retried = false;
 	int ret = -1, ex, code;
 	CURLcode rc;
 
@@ -1695,6 +1734,7 @@ static int ftp_rename(struct spoolfs_conn *conn, const char *from,
 		spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
 		goto out;
 	}
+again:
 	rc = ftp_rnfr_rnto(fc, afrom, ato, false, err);
 	if (rc == CURLE_FAILED_INIT)
 		goto out;
@@ -1731,8 +1771,16 @@ static int ftp_rename(struct spoolfs_conn *conn, const char *from,
 	if (ex < 0)
 		goto out;
 	if (ex == 0) {
-		/* Not there: maybe its directory is missing. */
-		ftp_refine_missing_dir(fc, to, code, failed, what, err);
+		bool dir_there = false;
+
+		/* Not there: maybe its directory is missing (or was). */
+		ftp_refine_missing_dir(fc, to, code, failed, what, &dir_there,
+				       err);
+		if (dir_there && !retried) {
+			retried = true;
+			spoolfs_error_clear(err);
+			goto again;
+		}
 		goto out;
 	}
 	if (ex == 2) {
