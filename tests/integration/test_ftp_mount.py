@@ -65,6 +65,13 @@ SERVERS = [
                  marks=pytest.mark.skip(reason=PURE_IMPLICIT_SKIP)),
 ]
 TLS_SERVERS = [p for p in SERVERS if p.values[0][1] != "plain"]
+# The copy of 2000 files over TLS (a TLS data connection each) takes ~10 s
+# here but over a minute under ASan: `big` there (the sanitizer pass
+# deselects it), so that pass copies the tree over plain FTP only.
+COPY_SERVERS = [p if p.values[0][1] == "plain" else
+                pytest.param(*p.values, id=p.id,
+                             marks=[*p.marks, pytest.mark.big])
+                for p in SERVERS]
 VSFTPD = [p for p in SERVERS if p.values[0][0] == "vsftpd"]
 
 
@@ -247,7 +254,7 @@ def files_below(root: Path) -> dict[str, str]:
     return out
 
 
-@pytest.mark.parametrize("ftpd", SERVERS, indirect=True)
+@pytest.mark.parametrize("ftpd", COPY_SERVERS, indirect=True)
 def test_cp_r_odd_names_big_and_many_files(ftpd, sfs):
     add_nas(sfs, ftpd, connections=2)
     tree = sfs.src / "tree"
