@@ -21,6 +21,33 @@ void spoolfs_log_init(bool to_syslog, bool debug)
 		openlog("spoolfs", LOG_PID, LOG_DAEMON);
 }
 
+char *spoolfs_escape_ctl(char *dst, size_t cap, const char *src)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	if (cap == 0)
+		return dst;
+	for (; *src; src++) {
+		unsigned char ch = (unsigned char)*src;
+
+		if (ch >= 0x20 && ch != 0x7f) {
+			if (o + 1 >= cap)
+				break;
+			dst[o++] = (char)ch;
+			continue;
+		}
+		if (o + 4 >= cap)
+			break;
+		dst[o++] = '\\';
+		dst[o++] = 'x';
+		dst[o++] = hex[ch >> 4];
+		dst[o++] = hex[ch & 15];
+	}
+	dst[o] = '\0';
+	return dst;
+}
+
 bool spoolfs_log_debug_enabled(void)
 {
 	return log_debug_on;
@@ -29,21 +56,23 @@ bool spoolfs_log_debug_enabled(void)
 void spoolfs_log(enum spoolfs_log_level level, const char *fmt, ...)
 {
 	const char *prefix = "";
+	char line[4096], safe[4 * sizeof(line)];
 	va_list ap;
 
+	/* one line per event, whatever the names in it contain */
 	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	spoolfs_escape_ctl(safe, sizeof(safe), line);
 	if (log_syslog) {
-		vsyslog((int)level, fmt, ap);
+		syslog((int)level, "%s", safe);
 	} else {
 		if (level == SPOOLFS_LOG_ERROR)
 			prefix = "error: ";
 		else if (level == SPOOLFS_LOG_WARN)
 			prefix = "warning: ";
 		pthread_mutex_lock(&log_lock);
-		fprintf(stderr, "spoolfs: %s", prefix);
-		vfprintf(stderr, fmt, ap);
-		fputc('\n', stderr);
+		fprintf(stderr, "spoolfs: %s%s\n", prefix, safe);
 		pthread_mutex_unlock(&log_lock);
 	}
-	va_end(ap);
 }

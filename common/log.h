@@ -8,6 +8,7 @@
 #define SPOOLFS_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum spoolfs_log_level {
 	SPOOLFS_LOG_ERROR = 3,	/* LOG_ERR */
@@ -19,6 +20,13 @@ enum spoolfs_log_level {
 /* to_syslog: after daemonizing.  debug: let SPOOLFS_LOG_DEBUG through. */
 void spoolfs_log_init(bool to_syslog, bool debug);
 bool spoolfs_log_debug_enabled(void);
+
+/*
+ * Copy SRC to DST (CAP bytes, always terminated) with control characters
+ * written as \xNN: a file name may contain a newline, and must not be
+ * able to forge a log line or an error message.  Returns DST.
+ */
+char *spoolfs_escape_ctl(char *dst, size_t cap, const char *src);
 
 void spoolfs_log(enum spoolfs_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

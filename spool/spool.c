@@ -393,8 +393,13 @@ void node_set_state_locked(struct spool *sp, struct spool_node *n, int state)
 
 void node_set_error_locked(struct spool_node *n, const char *msg)
 {
+	size_t cap = msg ? 4 * strlen(msg) + 1 : 0;
+
 	free(n->error);
-	n->error = msg && *msg ? strdup(msg) : NULL;
+	n->error = NULL;
+	/* the message names the file: keep its control characters out */
+	if (msg && *msg && (n->error = malloc(cap)))
+		spoolfs_escape_ctl(n->error, cap, msg);
 }
 
 void spool_event_locked(struct spool *sp, struct spool_node *n,

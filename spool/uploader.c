@@ -506,7 +506,11 @@ static void finish_trash_locked(struct job *job, int rc,
 		node_requeue_locked(sp, n);
 		return;
 	}
-	if (rc < 0)
+	if (rc < 0 && err->code == SPOOLFS_E_NAME)
+		/* a name the server cannot take cannot be there either */
+		log_debug("%s: no '%s' to remove: %s", dc->name, what,
+			  err->msg);
+	else if (rc < 0)
 		log_error("%s: cannot remove '%s' from the server: %s; "
 			  "leaving it there", dc->name, what, err->msg);
 	else if (n->attempts > 0)

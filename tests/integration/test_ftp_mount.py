@@ -307,7 +307,10 @@ def test_cp_r_odd_names_big_and_many_files(ftpd, sfs):
     for rel, why in bad.items():
         f = sfs.m("nas", ".failed/" + rel)
         err = sfs.xattr(f, "error")
-        assert err.startswith(f"nas: upload of '{rel}' to "
+        # control characters of the name are escaped in the message
+        shown = re.sub(r"[\x00-\x1f\x7f]",
+                       lambda m: f"\\x{ord(m.group()):02x}", rel)
+        assert err.startswith(f"nas: upload of '{shown}' to "
                               f"{remote_prefix(ftpd)}"), err
         assert why in err, err
         assert sfs.xattr(f, "attempts") == "1", rel
@@ -395,12 +398,7 @@ def test_cr_lf_in_a_name_is_refused_and_never_sent(ftpd, sfs):
     os.utime(canary, (1_300_000_000, 1_300_000_000))
     before = canary.stat()
     add_nas(sfs, ftpd, retries=3)
-    sfs.allow_log(r"^spoolfs: error: nas: upload of '[xyzd]",
-                  # spool/uploader.c then tries to remove the temp it had
-                  # named inside 'dir\r\n...', which the backend refuses to
-                  # send (a name error): logged as an error (and the raw
-                  # CR/LF splits the log line)
-                  r"^spoolfs: error: nas: cannot remove 'dir$")
+    sfs.allow_log(r"^spoolfs: error: nas: upload of '[xyzd]")
     mount(sfs, "-d")            # -d logs every command the daemon sends
     upload_one(sfs, ftpd, "ok.txt", b"fine")     # commands do reach the log
     assert re.search(r"^spoolfs: nas: > (STOR|RNTO) /\S*ok\.txt$", sfs.log(),
@@ -414,6 +412,14 @@ def test_cr_lf_in_a_name_is_refused_and_never_sent(ftpd, sfs):
             in err, repr(err)
         assert sfs.xattr(f, "attempts") == "1"   # permanent: at once
         assert f.read_bytes() == pseudo_random(100, i)
+        # the name is in the message with its CR/LF escaped, never raw
+        assert "\r" not in err and "\n" not in err, repr(err)
+        assert "\\x0a" in err or "\\x0d" in err, repr(err)
+    # nor can a name forge a log line: what followed a CR or LF in a name
+    # never starts a line of the log
+    assert "upload of 'y\\x0aDELE canary.txt'" in sfs.log(), sfs.log_tail()
+    assert not re.search(r"^(DELE|RNFR|RMD) ", sfs.log(), re.M), \
+        sfs.log_tail()
     after = canary.stat()
     assert canary.read_bytes() == b"do not touch\n"
     assert (after.st_ino, after.st_size, after.st_mtime_ns) == \
