@@ -181,6 +181,16 @@ static const char *dir_path(const struct fuse_file_info *fi)
 	return (const char *)(uintptr_t)(fi->fh & ~(uint64_t)FH_TAGS);
 }
 
+/*
+ * The daemon moved PATH away on its own: drop the attributes the kernel
+ * caches for it (attr_timeout), so stat(PATH) asks again and gets ENOENT
+ * now rather than up to a second later.
+ */
+void fs_invalidate(void *arg, const char *path)
+{
+	(void)fuse_invalidate_path(arg, path);	/* -ENOENT: not cached */
+}
+
 static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
 	struct fs_ctx *c = ctx();
@@ -188,8 +198,9 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->hard_remove = 1;
 	cfg->nullpath_ok = 1;
 	cfg->use_ino = 0;
-	cfg->entry_timeout = 1.0;
-	cfg->attr_timeout = 1.0;
+	/* entry_timeout and attr_timeout stay libfuse's (1 s, or what -o
+	 * says); negative_timeout 0: a file that moves into .failed/ must
+	 * show up at once */
 	cfg->negative_timeout = 0.0;
 	/*
 	 * libfuse splices a write from /dev/fuse only when its pipe holds a

@@ -17,4 +17,7 @@ struct fs_ctx {
 
 extern const struct fuse_operations spoolfs_fs_ops;
 
+/* spool_inval_fn for spool_set_inval(): ARG is the struct fuse. */
+void fs_invalidate(void *arg, const char *path);
+
 #endif

@@ -345,8 +345,9 @@ int main(int argc, char **argv)
 		warn_config(&cfg);	/* the terminal may be long gone */
 	}
 
-	if (spool_open(&sp, &cfg, err, sizeof(err)) < 0 ||
-	    spool_start(sp, err, sizeof(err)) < 0) {
+	if (spool_open(&sp, &cfg, err, sizeof(err)) == 0)
+		spool_set_inval(sp, fs_invalidate, fuse);
+	if (!sp || spool_start(sp, err, sizeof(err)) < 0) {
 		log_error("%s", err);
 		goto out_signals;
 	}

@@ -555,6 +555,54 @@ void node_trash_tmp_locked(struct spool *sp, struct spool_node *n)
 	node_requeue_locked(sp, t);
 }
 
+void spool_set_inval(struct spool *sp, spool_inval_fn fn, void *arg)
+{
+	pthread_mutex_lock(&sp->lock);
+	sp->inval_fn = fn;
+	sp->inval_arg = arg;
+	pthread_mutex_unlock(&sp->lock);
+}
+
+void node_inval_locked(struct spool *sp, const struct spool_node *n,
+		       const char *rel)
+{
+	char *path;
+
+	if (!sp->inval_fn)
+		return;
+	if (sp->ninval == sp->invalcap) {
+		size_t cap = sp->invalcap ? 2 * sp->invalcap : 16;
+		char **nv = realloc(sp->inval, cap * sizeof(*nv));
+
+		if (!nv)
+			return;		/* the kernel's cache expires anyway */
+		sp->inval = nv;
+		sp->invalcap = cap;
+	}
+	if (asprintf(&path, "/%s/%s", n->dest->conf->name, rel) < 0)
+		return;
+	sp->inval[sp->ninval++] = path;
+	pthread_cond_broadcast(&sp->cond);	/* a worker drains them */
+}
+
+void spool_inval_drain_locked(struct spool *sp)
+{
+	while (sp->ninval > 0) {
+		char **v = sp->inval;
+		size_t nv = sp->ninval;
+
+		sp->inval = NULL;
+		sp->ninval = sp->invalcap = 0;
+		pthread_mutex_unlock(&sp->lock);
+		for (size_t i = 0; i < nv; i++) {
+			sp->inval_fn(sp->inval_arg, v[i]);
+			free(v[i]);
+		}
+		free(v);
+		pthread_mutex_lock(&sp->lock);
+	}
+}
+
 void node_fail_locked(struct spool *sp, struct spool_node *n, const char *msg)
 {
 	char *rel = node_relpath_locked(n), *slash;
@@ -565,6 +613,7 @@ void node_fail_locked(struct spool *sp, struct spool_node *n, const char *msg)
 	n->target = NULL;
 	node_trash_tmp_locked(sp, n);
 	if (rel && n->area == SPOOL_AREA_MAIN) {
+		node_inval_locked(sp, n, rel);
 		slash = strrchr(rel, '/');
 		if (slash)
 			*slash = '\0';
@@ -2313,6 +2362,9 @@ void spool_close(struct spool *sp)
 		free(sp->dests[i].last_err);
 	}
 	tree_free(sp->trash);
+	for (size_t i = 0; i < sp->ninval; i++)
+		free(sp->inval[i]);
+	free(sp->inval);
 	free(sp->dests);
 	spool_journal_close(sp->j);
 	if (sp->datafd >= 0)

@@ -31,6 +31,15 @@ struct spool_handle;
  */
 int spool_open(struct spool **sp, const struct spoolfs_config *cfg,
 	       char *errbuf, size_t errlen);
+/*
+ * FN(ARG, PATH) is called, from an upload worker and without any spool
+ * lock held, for every mount path the daemon itself moved away (a file
+ * that failed for good goes to .failed/), so that the kernel forgets what
+ * it cached about PATH.  Set before spool_start().
+ */
+typedef void (*spool_inval_fn)(void *arg, const char *path);
+void spool_set_inval(struct spool *sp, spool_inval_fn fn, void *arg);
+
 /* Start the upload workers. */
 int spool_start(struct spool *sp, char *errbuf, size_t errlen);
 /* Stop workers (interrupted uploads resume next time), close.  NULL ok. */

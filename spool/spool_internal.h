@@ -129,6 +129,13 @@ struct spool {
 	uid_t uid;
 	gid_t gid;
 	struct timespec mounted_at;
+
+	/* paths the daemon moved on its own (to .failed/): the kernel may
+	 * still cache them; a worker tells it, without the lock [L] */
+	spool_inval_fn inval_fn;
+	void *inval_arg;
+	char **inval;
+	size_t ninval, invalcap;
 };
 
 /* Time in ms since the epoch. */
@@ -146,6 +153,12 @@ void node_requeue_locked(struct spool *sp, struct spool_node *n);
 /* Move a file that failed for good to DEST/.failed/ (same relpath). */
 void node_fail_locked(struct spool *sp, struct spool_node *n, const char *msg);
 void node_free_data_locked(struct spool *sp, struct spool_node *n);
+/* Remember that the mount path "/DEST/REL" of N's home is gone. */
+void node_inval_locked(struct spool *sp, const struct spool_node *n,
+		       const char *rel);
+/* Make the calls node_inval_locked() asked for; drops the lock meanwhile. */
+void spool_inval_drain_locked(struct spool *sp);
+
 /* Hand N's partial upload to the trash area, for a worker to remove. */
 void node_trash_tmp_locked(struct spool *sp, struct spool_node *n);
 /* Unlink N from wherever it is and delete its journal row. */

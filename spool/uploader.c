@@ -724,6 +724,10 @@ static void *worker_main(void *arg)
 		struct job job;
 		int rc;
 
+		if (sp->ninval) {
+			spool_inval_drain_locked(sp);
+			continue;
+		}
 		n = pick_locked(d, now, &next);
 		if (!n) {
 			struct timespec ts;

@@ -193,6 +193,26 @@ def test_missing_destination_dir_retries_then_failed_then_mv_back(sfs):
 
 
 @pytest.mark.allow_log(MISSING_DIR_LOG)
+def test_kernel_forgets_a_file_the_daemon_moved_to_failed(sfs):
+    """The daemon moves a failed file into .failed/ on its own: the kernel
+    must stop showing it at its old path even when it caches attributes for
+    long (here 300 s), not only once its cache expires."""
+    sfs.add_dest("local", create=False, retries=0)
+    sfs.mount("-o", "entry_timeout=300,attr_timeout=300")
+    p = sfs.m("local", "gone.bin")
+    with open(p, "wb") as fh:                 # no upload while open
+        fh.write(b"x" * 1000)
+        fh.flush()
+        assert p.stat().st_size == 1000      # cached by the kernel now
+    f = sfs.m("local", ".failed/gone.bin")
+    wait_until(f.exists, 20, f"{f} to appear", state=lambda: sfs.describe([p]))
+    wait_until(lambda: not p.exists(), 20,
+               f"{p} to be gone from the kernel's cache",
+               state=lambda: sfs.describe([p, f]))
+    assert f.read_bytes() == b"x" * 1000
+
+
+@pytest.mark.allow_log(MISSING_DIR_LOG)
 def test_mv_from_failed_to_another_destination(sfs):
     sfs.add_dest("broken", create=False, retries=0)
     good = sfs.add_dest("good")
