@@ -32,27 +32,33 @@ b = types.SimpleNamespace(tmp=tmp, mounts=[], spoolfs=Path(binary), small_names=
 b.small_src = tmp / "src"; b.small_src.mkdir()
 for n in b.small_names: (b.small_src / n).write_bytes(os.urandom(4096))
 srv = m.SftpServer(b) if proto == "sftp" else m.FtpSrv(b, "plain")
+mt = None
 try:
     d, rpath = srv.new_dir("st")
     mt = m.Mount(b, "st", dest_name="box", dest_conf=srv.spoolfs_conf(rpath)).start()
     out = tmp / "strace.txt"
-    st = subprocess.Popen(["strace", "-c", "-f", "-o", str(out), "-p", str(mt.proc.pid)], stderr=subprocess.DEVNULL)
+    st = subprocess.Popen(["strace", "-c", "-f", "-o", str(out), "-p", str(mt.proc.pid)],
+                          stderr=subprocess.DEVNULL)
     time.sleep(1.0)
     t0 = time.perf_counter()
     subprocess.run(["cp", "-r", str(b.small_src), str(mt.root / "t")], check=True)
     c = time.perf_counter() - t0
     arr = m.wait_server(d, [(f"t/{n}", 4096) for n in b.small_names], t0, 300)
     time.sleep(0.3)
-    st.send_signal(signal.SIGINT); st.wait()
-    print(f"{proto}: cp -r {c:.2f} s, all on the server after {arr} s "
-          f"(under strace: slow; read the counts)")
+    st.send_signal(signal.SIGINT)
+    st.wait()
     rows = []
     for line in out.read_text().splitlines():
         f = line.split()
         if len(f) >= 5 and f[0][0].isdigit():
             rows.append((int(f[3]), f[-1]))
-    for calls, name in sorted(rows, reverse=True)[:20]:
-        print(f"{name:20s} {calls:8d} {calls / 2000:7.2f}/file")
-    mt.remove()
+    report = [f"{proto}: cp -r {c:.2f} s, all on the server after {m.fmt(arr, '.2f')} s "
+              "(under strace: slow; read the counts)"]
+    report += [f"{name:20s} {calls:8d} {calls / 2000:7.2f}/file"
+               for calls, name in sorted(rows, reverse=True)[:20]]
 finally:
-    srv.close(); shutil.rmtree(tmp, ignore_errors=True)
+    if mt:
+        mt.remove()          # unmount before anything can fail on output
+    srv.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+print("\n".join(report))
