@@ -3,6 +3,7 @@
  * the message buffer.
  */
 #include "../../common/err.h"
+#include "../../common/log.h"
 
 #include <errno.h>
 #include <string.h>
@@ -143,6 +144,21 @@ static void test_error_buffer(void)
 	CHECK_EQ_STR(err.msg, "");
 }
 
+/* A file name must not be able to forge a log line or error message. */
+static void test_escape_ctl(void)
+{
+	char out[64];
+
+	CHECK_EQ_STR(spoolfs_escape_ctl(out, sizeof(out), "a b/ü#%.jpg"),
+		     "a b/ü#%.jpg");
+	CHECK_EQ_STR(spoolfs_escape_ctl(out, sizeof(out), "y\nDELE x\r\t\x7f"),
+		     "y\\x0aDELE x\\x0d\\x09\\x7f");
+	/* cut at the buffer's end, never in the middle of an escape */
+	CHECK_EQ_STR(spoolfs_escape_ctl(out, 8, "abcd\nef"), "abcd");
+	CHECK_EQ_STR(spoolfs_escape_ctl(out, 9, "abcd\nef"), "abcd\\x0a");
+	CHECK_EQ_STR(spoolfs_escape_ctl(out, 1, "abc"), "");
+}
+
 int main(void)
 {
 	test_names();
@@ -150,5 +166,6 @@ int main(void)
 	test_from_errno();
 	test_to_errno();
 	test_error_buffer();
+	test_escape_ctl();
 	return check_done();
 }

@@ -342,6 +342,38 @@ static void test_resume(void)
 	fixture_close(&f);
 }
 
+/*
+ * The upload dies with a partial temp on the server and the file goes to
+ * .failed/; removing the temp fails while the server is "down" and is
+ * retried until it works, not dropped after one try.
+ */
+static void test_leftover_temp_removed_after_failures(void)
+{
+	struct fixture f;
+	size_t len = 2 << 20;
+	char *data = malloc(len);
+
+	memset(data, 'p', len);
+	fixture_init(&f, "leftover", 1);
+	f.dests[0].connections = 1;
+	f.dests[0].retries = 0;
+	spoolfs_faulty_fail_put_after(1 << 20, SPOOLFS_E_RESET,
+				      "connection lost");
+	spoolfs_faulty_fail(SPOOLFS_FAULTY_REMOVE, 6, SPOOLFS_E_CONNECT,
+			    "connection refused");
+	CHECK(fixture_open(&f, true) == 0);
+	CHECK_EQ_INT(put_file(f.sp, "/a/part", data, len), 0);
+	CHECK(wait_state(f.sp, "/a/.failed/part", "failed"));
+	for (int i = 0; i < 500 && !no_temps(f.root[0]); i++)
+		usleep(10000);
+	CHECK(no_temps(f.root[0]));
+	CHECK_EQ_INT((int)spoolfs_faulty_injected(SPOOLFS_FAULTY_REMOVE), 6);
+	CHECK(spoolfs_faulty_calls(SPOOLFS_FAULTY_REMOVE) >= 7);
+	CHECK(!exists(f.root[0], "part"));
+	free(data);
+	fixture_close(&f);
+}
+
 static void test_rename_and_rewrite_mid_upload(void)
 {
 	struct fixture f;
@@ -525,6 +557,7 @@ int main(void)
 	test_permanent_fails_at_once();
 	test_fallback();
 	test_resume();
+	test_leftover_temp_removed_after_failures();
 	test_rename_and_rewrite_mid_upload();
 	test_crash_recovery();
 	test_quota();
