@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "../backends/backend.h"
+#include "../common/log.h"
 #include "../spool/journal.h"
 #include "../spool/status.h"
 
@@ -177,17 +178,29 @@ struct log_ctx {
 	bool with_path;
 };
 
+/* A name or message on one line: control characters as \xNN.  Free it. */
+static char *one_line(const char *s)
+{
+	size_t cap = 4 * strlen(s) + 1;
+	char *o = malloc(cap);
+
+	return o ? spoolfs_escape_ctl(o, cap, s) : NULL;
+}
+
 static int print_event(void *arg, const struct spool_event *ev)
 {
 	const struct log_ctx *lc = arg;
 	const char *kind = ev->kind ? ev->kind : "?";
-	const char *msg = ev->msg ? ev->msg : "";
+	char *path = one_line(ev->path ? ev->path : "");
+	char *safe = one_line(ev->msg ? ev->msg : "");
+	const char *msg = safe ? safe : "?";
 	char when[40];
 
 	spool_status_human_time(ev->time_ms, when, sizeof(when));
 	printf("%s  %-8s  ", when, kind);
 	if (!lc->with_path)
-		printf("%s/%s: ", ev->dest, ev->path);
+		printf("%s/%s: ", ev->dest, path ? path : "?");
+	free(path);
 	if (strcmp(kind, "uploaded") == 0)
 		printf("uploaded to %s\n", msg);
 	else if (strcmp(kind, "renamed") == 0)
@@ -198,6 +211,7 @@ static int print_event(void *arg, const struct spool_event *ev)
 		printf("%s; trying %s\n", msg, ev->dest);
 	else
 		printf("%s\n", msg);
+	free(safe);
 	return 0;
 }
 
@@ -251,7 +265,12 @@ int cli_log(int argc, char **argv)
 			goto out;
 		}
 		lc.with_path = true;
-		printf("%s\n", target);
+		{
+			char *t = one_line(target);
+
+			printf("%s\n", t ? t : "?");
+			free(t);
+		}
 		n = spool_ro_events(ro, &cfg, dest, slash + 1, 0, &f,
 				    print_event, &lc);
 		if (n < 0) {
@@ -281,8 +300,12 @@ int cli_log(int argc, char **argv)
 			if (url)
 				printf(", remote %s", url);
 			printf("\n");
-			if (f.error && f.state != SPOOL_UPLOADED)
-				printf("last error: %s\n", f.error);
+			if (f.error && f.state != SPOOL_UPLOADED) {
+				char *e = one_line(f.error);
+
+				printf("last error: %s\n", e ? e : "?");
+				free(e);
+			}
 			free(url);
 		} else {
 			printf("now: no longer in the spool (removed or "

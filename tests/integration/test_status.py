@@ -332,6 +332,26 @@ def test_log_shows_each_attempt_and_the_end(sfs):
     assert r.returncode == 1 and "no file 'box/no/such'" in r.stderr
 
 
+def test_log_keeps_a_name_with_a_newline_on_one_line(sfs):
+    """A file name cannot forge a line of `spoolfs log` (nor of the daemon
+    log): its control characters are shown as \\xNN."""
+    name = "evil\n2026-01-01 00:00:00  uploaded  forged"
+    sfs.add_dest("box", create=False, retries=0)
+    sfs.allow_log(r"box: upload of 'evil\\x0a2026")
+    sfs.mount()
+    sfs.m("box", name).write_bytes(b"x")
+    f = sfs.m("box", ".failed/" + name)
+    wait_until(f.exists, 20, f"{f} to appear", state=lambda: sfs.describe())
+    assert "\n" not in sfs.xattr(f, "error")
+    out = cli(sfs, "log").stdout
+    assert "box/evil\\x0a2026-01-01 00:00:00  uploaded  forged: " in out, out
+    assert not re.search(r"^2026-01-01 00:00:00  uploaded", out, re.M), out
+    out = cli(sfs, "log", "box/.failed/" + name, check=False)
+    assert not re.search(r"^2026-01-01 00:00:00  uploaded", out.stdout,
+                         re.M), out.stdout
+    assert not re.search(r"^2026-01-01 00:00:00  uploaded", sfs.log(), re.M)
+
+
 # ------------------------------------------------------------------ watch
 
 BAR = re.compile(r"\[(#*)(\.*)\] +(\d+)%  \S+ \S+/\S+ \S+  "
