@@ -179,27 +179,6 @@ static int parse_args(int argc, char **argv, struct options *o)
 	return 0;
 }
 
-static int load_config(const struct options *o, struct spoolfs_config *cfg)
-{
-	char err[1024] = "";
-	char *def = NULL;
-	struct stat st;
-	int rc;
-
-	if (o->config) {
-		rc = spoolfs_config_load(cfg, o->config, err, sizeof(err));
-	} else if ((def = spoolfs_config_default_path()) &&
-		   stat(def, &st) == 0) {
-		rc = spoolfs_config_load(cfg, def, err, sizeof(err));
-	} else {
-		rc = spoolfs_config_default(cfg, err, sizeof(err));
-	}
-	free(def);
-	if (rc < 0)
-		fprintf(stderr, "spoolfs: %s\n", err);
-	return rc;
-}
-
 static void warn_config(const struct spoolfs_config *cfg)
 {
 	for (size_t i = 0; i < cfg->ndests; i++) {
@@ -248,7 +227,7 @@ static int cmd_check(int argc, char **argv)
 		o.config = argv[2];
 		first = 3;
 	}
-	if (load_config(&o, &cfg) < 0)
+	if (cli_load_config(o.config, &cfg) < 0)
 		return 1;
 	for (int i = first; i < argc; i++) {
 		if (!spoolfs_config_dest(&cfg, argv[i])) {
@@ -307,7 +286,7 @@ int main(int argc, char **argv)
 	if (parse_args(argc, argv, &o) < 0)
 		return 1;
 	spoolfs_log_init(false, o.debug);
-	if (load_config(&o, &cfg) < 0)
+	if (cli_load_config(o.config, &cfg) < 0)
 		goto out;
 	warn_config(&cfg);
 

@@ -29,10 +29,9 @@ from pathlib import Path
 import pytest
 
 from ftp_server import FtpServer, have_vsftpd
-from spoolfs_harness import pseudo_random, run, wait_until, write_file
+from spoolfs_harness import child_env, pseudo_random, run, wait_until, write_file
 from sshd_server import SSHD, SshServer
 
-LSAN_SUPP = Path(__file__).resolve().parent / "libssh2-lsan.supp"
 FILES = {"2026/DSC_0001.NEF": 700_000, "2026/DSC_0002.NEF": 1_300_000,
          "2026/05/DSC_0003.JPG": 90_000, "empty.txt": 0}
 
@@ -69,16 +68,6 @@ def sshd():
         srv.close()
 
 
-def child_env() -> dict:
-    """Sanitizer builds: suppress libssh2 1.10's own leaks."""
-    env = dict(os.environ)
-    if "suppressions=" not in env.get("LSAN_OPTIONS", ""):
-        env["LSAN_OPTIONS"] = (env.get("LSAN_OPTIONS", "")
-                               + f":suppressions={LSAN_SUPP}").lstrip(":")
-    if "fast_unwind_on_malloc" not in env.get("ASAN_OPTIONS", ""):
-        env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "")
-                               + ":fast_unwind_on_malloc=0").lstrip(":")
-    return env
 
 
 def setup_chain(sfs, ftps: FtpServer, sshd: SshServer, **nas_keys):

@@ -43,11 +43,10 @@ from pathlib import Path
 import pytest
 
 from ftp_server import FtpServer, have_vsftpd, pure_ftpd_path
-from spoolfs_harness import (make_big_file, pseudo_random,
+from spoolfs_harness import (child_env, make_big_file, pseudo_random,
                              run, sha256, stray_names, wait_until,
                              write_file)
 
-LSAN_SUPP = Path(__file__).resolve().parent / "libssh2-lsan.supp"
 
 PURE_IMPLICIT_SKIP = (
     "pure-ftpd cannot do implicit FTPS here: implicit TLS is a compile-time "
@@ -135,17 +134,6 @@ def add_nas(sfs, srv: FtpServer, name="nas", password=None, tls_ca=True,
     sfs.add_dest(name, url=srv.url(), **opts)
 
 
-def child_env(**extra) -> dict:
-    """Environment for the daemon; sanitizer builds suppress libssh2 1.10's
-    own leaks (it is linked in whatever the destinations are)."""
-    env = dict(os.environ, **extra)
-    if "suppressions=" not in env.get("LSAN_OPTIONS", ""):
-        env["LSAN_OPTIONS"] = (env.get("LSAN_OPTIONS", "")
-                               + f":suppressions={LSAN_SUPP}").lstrip(":")
-    if "fast_unwind_on_malloc" not in env.get("ASAN_OPTIONS", ""):
-        env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "")
-                               + ":fast_unwind_on_malloc=0").lstrip(":")
-    return env
 
 
 def mount(sfs, *args, **kw):

@@ -31,13 +31,12 @@ from pathlib import Path
 
 import pytest
 
-from spoolfs_harness import (assert_same_files, make_big_file, pseudo_random,
-                             run, scaled, sha256, spoolfs_bin, stray_names,
-                             wait_until, write_file)
+from spoolfs_harness import (assert_same_files, child_env, make_big_file,
+                             pseudo_random, run, scaled, sha256, spoolfs_bin,
+                             stray_names, wait_until, write_file)
 from sshd_server import SSHD, TEST_USER, SshServer
 
 PASSWORD = "Spoolfs-m0unt-s3cret-pw"
-LSAN_SUPP = Path(__file__).resolve().parent / "libssh2-lsan.supp"
 
 ODD_NAMES = [
     "with space.txt", " leading space", "trailing space ",
@@ -101,17 +100,6 @@ def secret_file(path: Path, text: str) -> Path:
     return path
 
 
-def child_env(**extra) -> dict:
-    """Environment for the daemon / spoolfs check.  Sanitizer builds:
-    suppress libssh2 1.10's own leaks (needs full unwinding)."""
-    env = dict(os.environ, **extra)
-    if "suppressions=" not in env.get("LSAN_OPTIONS", ""):
-        env["LSAN_OPTIONS"] = (env.get("LSAN_OPTIONS", "")
-                               + f":suppressions={LSAN_SUPP}").lstrip(":")
-    if "fast_unwind_on_malloc" not in env.get("ASAN_OPTIONS", ""):
-        env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "")
-                               + ":fast_unwind_on_malloc=0").lstrip(":")
-    return env
 
 
 def mount(sfs, **kw):
