@@ -683,3 +683,44 @@ def child_env(**extra) -> dict:
         env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "")
                                + ":fast_unwind_on_malloc=0").lstrip(":")
     return env
+
+
+def make_flat_tree(root: Path, n: int, size: int, dirs=20,
+                   seed=0) -> Path:
+    """N files of SIZE pseudo-random bytes in DIRS directories under ROOT,
+    with distinct mtimes."""
+    per = max(1, n // dirs)
+    for i in range(n):
+        write_file(root / f"d{i // per:03d}" / f"f{i:05d}.dat",
+                   pseudo_random(size, seed * 100000 + i),
+                   mtime=1_500_000_000 + i)
+    return root
+
+
+def all_xattrs(root: Path) -> str:
+    """Every xattr of everything under ROOT, "PATH NAME=VALUE" per line
+    (for tests that look for a secret on every surface)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            path = os.path.join(dirpath, n)
+            try:
+                names = os.listxattr(path)
+            except OSError:
+                continue
+            for a in names:
+                try:
+                    out.append(f"{path} {a}="
+                               + os.getxattr(path, a).decode(errors="replace"))
+                except OSError:
+                    pass
+    return "\n".join(out)
+
+
+def need_root():
+    """Password logins need root: PAM checks a real unix user."""
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("password logins need root (PAM and a unix user)")
+

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from spoolfs_harness import (assert_same_files, make_big_file, pseudo_random,
-                             run, sha256, write_file)
+from spoolfs_harness import (assert_same_files, make_big_file, make_flat_tree,
+                             pseudo_random, run, sha256, write_file)
 
 ODD_NAMES = [
     "with space.txt", " leading space", "trailing space ", "ünïcödé-日本語.txt",
@@ -34,13 +34,7 @@ def make_odd_tree(root):
     return root
 
 
-def make_flat_tree(root, n, size, dirs=20, seed=0):
-    per = max(1, n // dirs)
-    for i in range(n):
-        write_file(root / f"d{i // per:03d}" / f"f{i:05d}.dat",
-                   pseudo_random(size, seed * 100000 + i),
-                   mtime=1_500_000_000 + i)
-    return root
+
 
 
 def test_cp_r_odd_names_and_empty_file(mounted):

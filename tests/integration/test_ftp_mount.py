@@ -43,9 +43,9 @@ from pathlib import Path
 import pytest
 
 from ftp_server import FtpServer, have_vsftpd, pure_ftpd_path
-from spoolfs_harness import (child_env, make_big_file, pseudo_random,
-                             run, sha256, stray_names, wait_until,
-                             write_file)
+from spoolfs_harness import (all_xattrs, child_env, make_big_file,
+                             make_flat_tree, pseudo_random, run, sha256,
+                             stray_names, wait_until, write_file)
 
 
 PURE_IMPLICIT_SKIP = (
@@ -225,12 +225,7 @@ def make_odd_tree(root: Path) -> list[str]:
     return rels + ["empty-0-bytes", f"{DEEP}/empty"]
 
 
-def make_flat_tree(root: Path, n: int, size: int, dirs=20, seed=0):
-    per = max(1, n // dirs)
-    for i in range(n):
-        write_file(root / f"d{i // per:03d}" / f"f{i:05d}.dat",
-                   pseudo_random(size, seed * 100000 + i),
-                   mtime=1_500_000_000 + i)
+
 
 
 def files_below(root: Path) -> dict[str, str]:
@@ -514,22 +509,7 @@ def test_server_down_past_retries_then_mv_out_of_failed(ftpd, sfs):
 
 # ------------------------------------------------------------ 7. passwords
 
-def _all_xattrs(root: Path) -> str:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        for n in dirnames + filenames:
-            path = os.path.join(dirpath, n)
-            try:
-                names = os.listxattr(path)
-            except OSError:
-                continue
-            for a in names:
-                try:
-                    out.append(f"{path} {a}="
-                               + os.getxattr(path, a).decode(errors="replace"))
-                except OSError:
-                    pass
-    return "\n".join(out)
+
 
 
 @pytest.mark.parametrize("ftpd", VSFTPD + SERVERS[4:5], indirect=True)
@@ -546,7 +526,7 @@ def test_passwords_never_appear(ftpd, sfs):
     upload_one(sfs, ftpd, "ok/good.txt", b"fine")
     write_file(sfs.m("bad", "w.txt"), b"refused")
     wait_failed(sfs, ftpd, "w.txt", dest="bad")
-    xattrs = _all_xattrs(sfs.mnt)
+    xattrs = all_xattrs(sfs.mnt)
     assert f"user.spoolfs.remote={ftpd.scheme}://" in xattrs
     assert "refused: 530" in xattrs
     assert "PASS ****" in sfs.log()            # the login is in the log

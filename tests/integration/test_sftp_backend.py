@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from spoolfs_harness import need_root
 from sshd_server import SSHD, TEST_USER, SshServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,9 +68,7 @@ def _need_tools():
         pytest.skip(reason)
 
 
-def need_root():
-    if os.geteuid() != 0:
-        pytest.skip("password logins need root (PAM and a unix user)")
+
 
 
 @pytest.fixture

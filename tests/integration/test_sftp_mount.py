@@ -31,7 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from spoolfs_harness import (assert_same_files, child_env, make_big_file,
+from spoolfs_harness import (all_xattrs, assert_same_files, child_env,
+                             make_big_file, make_flat_tree, need_root,
                              pseudo_random, run, scaled, sha256, spoolfs_bin,
                              stray_names, wait_until, write_file)
 from sshd_server import SSHD, TEST_USER, SshServer
@@ -59,9 +60,7 @@ def _need_sshd():
         pytest.skip(reason)
 
 
-def need_root():
-    if os.geteuid() != 0:
-        pytest.skip("password logins need root (PAM and a unix user)")
+
 
 
 @pytest.fixture
@@ -145,13 +144,7 @@ def make_odd_tree(root: Path) -> Path:
     return root
 
 
-def make_flat_tree(root: Path, n: int, size: int, dirs=20, seed=0) -> Path:
-    per = max(1, n // dirs)
-    for i in range(n):
-        write_file(root / f"d{i // per:03d}" / f"f{i:05d}.dat",
-                   pseudo_random(size, seed * 100000 + i),
-                   mtime=1_500_000_000 + i)
-    return root
+
 
 
 def upload_one(sfs, srv, rel="a/hello.txt", data=b"hello over sftp\n"):
@@ -431,22 +424,7 @@ def test_server_dies_mid_upload_partial_temp_is_removed(sshd, sfs):
 
 # ------------------------------------------------------------ 7. passwords
 
-def _all_xattrs(root: Path) -> str:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        for n in dirnames + filenames:
-            path = os.path.join(dirpath, n)
-            try:
-                names = os.listxattr(path)
-            except OSError:
-                continue
-            for a in names:
-                try:
-                    out.append(f"{path} {a}="
-                               + os.getxattr(path, a).decode(errors="replace"))
-                except OSError:
-                    pass
-    return "\n".join(out)
+
 
 
 def test_passwords_never_appear(servers, sfs):
@@ -466,7 +444,7 @@ def test_passwords_never_appear(servers, sfs):
     bad = check(sfs.cfg_path, "bad")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert bad.returncode != 0 and "authentication failed" in bad.stdout
-    xattrs = _all_xattrs(sfs.mnt)
+    xattrs = all_xattrs(sfs.mnt)
     assert "user.spoolfs.remote=sftp://" in xattrs
     assert "authentication failed" in xattrs
     sfs.unmount()     # the journal and log are complete
