@@ -106,6 +106,40 @@ int spoolfs_conn_put(struct spoolfs_conn *conn, const char *path, int fd,
 			 err, "upload");
 }
 
+int spoolfs_conn_put_file(struct spoolfs_conn *conn, const char *path,
+			  int fd, uint64_t offset, uint64_t size,
+			  int64_t mtime, spoolfs_progress_fn progress,
+			  void *arg, uint64_t *rsize,
+			  struct spoolfs_error *err)
+{
+	const struct spoolfs_backend *b = conn->backend;
+	struct spoolfs_rstat st;
+
+	if (!b->put_file) {
+		if (spoolfs_conn_put(conn, path, fd, offset, size, progress,
+				     arg, err) < 0)
+			return -1;
+		if (mtime >= 0 &&
+		    spoolfs_conn_set_mtime(conn, path, mtime, err) < 0)
+			return -1;
+		if (spoolfs_conn_stat(conn, path, &st, err) < 0)
+			return -1;
+		*rsize = st.size;
+		return 0;
+	}
+	spoolfs_error_clear(err);
+	if (offset > 0 && !(b->caps & SPOOLFS_CAP_RESUME))
+		offset = 0;
+	if (offset > size)
+		offset = 0;
+	if (!(b->caps & SPOOLFS_CAP_MTIME))
+		mtime = -1;
+	*rsize = UINT64_MAX;
+	return op_result(b->put_file(conn, path, fd, offset, size, mtime,
+				     progress, arg, rsize, err),
+			 err, "upload");
+}
+
 int spoolfs_conn_stat(struct spoolfs_conn *conn, const char *path,
 		      struct spoolfs_rstat *st, struct spoolfs_error *err)
 {

@@ -88,6 +88,18 @@ struct spoolfs_backend {
 	int (*put)(struct spoolfs_conn *conn, const char *path, int fd,
 		   uint64_t offset, uint64_t size, spoolfs_progress_fn progress,
 		   void *arg, struct spoolfs_error *err);
+	/*
+	 * MAY: the whole tail of an upload in as few round trips as the
+	 * protocol allows: put() as above, then set PATH's mtime to MTIME
+	 * (only with SPOOLFS_CAP_MTIME and MTIME >= 0; may be done on the
+	 * still open handle) and report in *RSIZE the size the server holds
+	 * now, asked of the server, not counted.  Without it the wrapper
+	 * spoolfs_conn_put_file() does put + set_mtime + stat.
+	 */
+	int (*put_file)(struct spoolfs_conn *conn, const char *path, int fd,
+			uint64_t offset, uint64_t size, int64_t mtime,
+			spoolfs_progress_fn progress, void *arg,
+			uint64_t *rsize, struct spoolfs_error *err);
 	/* MUST: size (and mtime) of PATH; SPOOLFS_E_NOTFOUND when absent. */
 	int (*stat)(struct spoolfs_conn *conn, const char *path,
 		    struct spoolfs_rstat *st, struct spoolfs_error *err);
@@ -129,6 +141,16 @@ int spoolfs_conn_put(struct spoolfs_conn *conn, const char *path, int fd,
 		     uint64_t offset, uint64_t size,
 		     spoolfs_progress_fn progress, void *arg,
 		     struct spoolfs_error *err);
+/*
+ * Upload the whole of a file (bytes [offset, size) of FD) into PATH, set
+ * its mtime (MTIME < 0: leave it) and put the size the server then holds
+ * in *RSIZE.  One backend call where the backend has put_file.
+ */
+int spoolfs_conn_put_file(struct spoolfs_conn *conn, const char *path,
+			  int fd, uint64_t offset, uint64_t size,
+			  int64_t mtime, spoolfs_progress_fn progress,
+			  void *arg, uint64_t *rsize,
+			  struct spoolfs_error *err);
 int spoolfs_conn_stat(struct spoolfs_conn *conn, const char *path,
 		      struct spoolfs_rstat *st, struct spoolfs_error *err);
 int spoolfs_conn_rename(struct spoolfs_conn *conn, const char *from,

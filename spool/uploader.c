@@ -307,17 +307,19 @@ static int claim_locked(struct job *job, struct spool_dest *d,
 /* put, creating the directory when the backend says it is missing */
 static int put_mkdirs(struct spoolfs_conn *conn, struct job *job,
 		      const char *dir, const char *tmp, int fd,
-		      uint64_t offset, struct spoolfs_error *err)
+		      uint64_t offset, uint64_t *rsize,
+		      struct spoolfs_error *err)
 {
-	if (spoolfs_conn_put(conn, tmp, fd, offset, job->size, job_progress,
-			     job, err) == 0)
+	if (spoolfs_conn_put_file(conn, tmp, fd, offset, job->size,
+				  job->mtime, job_progress, job, rsize,
+				  err) == 0)
 		return 0;
 	if (err->code != SPOOLFS_E_NOTFOUND || !*dir)
 		return -1;
 	if (spoolfs_conn_mkdirs(conn, dir, err) < 0)
 		return -1;
-	return spoolfs_conn_put(conn, tmp, fd, 0, job->size, job_progress, job,
-				err);
+	return spoolfs_conn_put_file(conn, tmp, fd, 0, job->size, job->mtime,
+				     job_progress, job, rsize, err);
 }
 
 static int rename_mkdirs(struct spoolfs_conn *conn, const char *from,
@@ -349,7 +351,7 @@ static int run_upload(struct job *job, struct spoolfs_conn *conn,
 	struct spool_node *n = job->n;
 	struct spoolfs_error ignored;
 	struct spoolfs_rstat st;
-	uint64_t offset = 0;
+	uint64_t offset = 0, rsize = 0;
 	const char *tmp = job->rtmp;
 	char *dir = NULL;
 	bool cancelled;
@@ -398,18 +400,14 @@ static int run_upload(struct job *job, struct spoolfs_conn *conn,
 		log_info("%s: resuming '%s' at byte %" PRIu64 " of %" PRIu64,
 			 job->d->conf->name, job->relpath, offset, job->size);
 
-	if (put_mkdirs(conn, job, dir, tmp, fd, offset, err) < 0)
+	if (put_mkdirs(conn, job, dir, tmp, fd, offset, &rsize, err) < 0)
 		goto out;
-	if (spoolfs_conn_set_mtime(conn, tmp, job->mtime, err) < 0)
-		goto out;
-	if (spoolfs_conn_stat(conn, tmp, &st, err) < 0)
-		goto out;
-	if (st.size != job->size) {
+	if (rsize != job->size) {
 		spoolfs_conn_remove(conn, tmp, &ignored);
 		spoolfs_error_set(err, SPOOLFS_E_PROTO,
 				  "the server holds %" PRIu64 " bytes after "
 				  "the upload, expected %" PRIu64,
-				  st.size, job->size);
+				  rsize, job->size);
 		goto out;
 	}
 
