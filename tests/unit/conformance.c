@@ -485,6 +485,50 @@ static void case_stat(void)
 	free(data);
 }
 
+static void case_put_file(void)
+{
+	size_t n = 2 * MiB + 333, k = 700001;
+	unsigned char *data = pattern(n, 9);
+	const int64_t when = 1400000000;	/* 2014-05-13 */
+	struct progress pr = { 0 };
+	struct spoolfs_rstat st;
+	uint64_t rsize = 0;
+	int fd;
+
+	begin("put_file: content, mtime and the server's size at once");
+	fd = local_fd(data, n);
+	track(files_written, &nfiles_written, rp("pf.bin"));
+	CHECK_OK(spoolfs_conn_put_file(conn, rp("pf.bin"), fd, 0, n, when,
+				       progress_cb, &pr, &rsize, &err));
+	CHECK_EQ_INT(rsize, n);
+	CHECK(pr.calls > 0);
+	CHECK_EQ_INT(pr.last, n);
+	CHECK_CONTENT(rp("pf.bin"), data, n);
+	CHECK_OK(spoolfs_conn_stat(conn, rp("pf.bin"), &st, &err));
+	if (spoolfs_conn_can(conn, SPOOLFS_CAP_MTIME))
+		CHECK_EQ_INT(st.mtime, when);
+	/* over a longer file: truncated, and the size says so */
+	CHECK_OK(spoolfs_conn_put_file(conn, rp("pf.bin"), fd, 0, k, -1, NULL,
+				       NULL, &rsize, &err));
+	CHECK_EQ_INT(rsize, k);
+	CHECK_CONTENT(rp("pf.bin"), data, k);
+	/* resumed at the remote size */
+	if (spoolfs_conn_can(conn, SPOOLFS_CAP_RESUME)) {
+		CHECK_OK(spoolfs_conn_put_file(conn, rp("pf.bin"), fd, k, n,
+					       when, NULL, NULL, &rsize,
+					       &err));
+		CHECK_EQ_INT(rsize, n);
+		CHECK_CONTENT(rp("pf.bin"), data, n);
+	}
+	/* a missing directory is SPOOLFS_E_NOTFOUND, as for put */
+	CHECK_FAIL(spoolfs_conn_put_file(conn, rp("pfdir/x/pf.bin"), fd, 0, k,
+					 when, NULL, NULL, &rsize, &err),
+		   SPOOLFS_E_NOTFOUND);
+	close(fd);
+	cleanup(rp("pf.bin"));
+	free(data);
+}
+
 static void case_resume(void)
 {
 	size_t n = 3 * MiB + 77, k = MiB + 5;
@@ -1033,6 +1077,7 @@ int main(int argc, char **argv)
 	case_put_memfd();
 	case_put_missing_dir();
 	case_stat();
+	case_put_file();
 	case_resume();
 	case_overwrite();
 	case_rename();
