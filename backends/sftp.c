@@ -27,6 +27,13 @@
  *   cost: 1.10 encrypts one 16-byte block per EVP call (about two thirds of
  *   the client's CPU time in a big upload).
  *
+ * - Round trips per file.  put_file() is OPEN, WRITE(s), then FSTAT of the
+ *   handle (the size check, asked of the server) and SETSTAT of the mtime
+ *   in flight together, then CLOSE: 4 round trips where put + set_mtime +
+ *   stat take 5 (the rename comes on top of both).  Not 3: libssh2 1.10
+ *   frees a handle as soon as its CLOSE is answered, and FSTAT needs the
+ *   handle until its own reply is collected (sc_put_tail()).
+ *
  * - Host keys are always verified, before anything is sent that depends on
  *   the server: a `host_key = SHA256:...` pin, else the known_hosts file
  *   (OpenSSH format, hashed entries and [host]:port work).  The host key
@@ -1784,32 +1791,18 @@ static int sc_buf(struct sftp_conn *c, uint64_t need,
 	return 0;
 }
 
-static int sftp_put(struct spoolfs_conn *conn, const char *path, int fd,
-		    uint64_t offset, uint64_t size,
-		    spoolfs_progress_fn progress, void *arg,
-		    struct spoolfs_error *err)
+/* Open RPATH for writing at OFFSET: created, and truncated when OFFSET is 0. */
+static LIBSSH2_SFTP_HANDLE *sc_open_write(struct sftp_conn *c,
+					  const char *rpath, uint64_t offset,
+					  struct spoolfs_error *err)
 {
-	struct sftp_conn *c = conn->priv;
 	unsigned long flags = LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT;
-	uint64_t acked = offset, readpos = offset, reported = offset;
+	int64_t deadline = now_ms() + (int64_t)stall_ms(c);
 	LIBSSH2_SFTP_HANDLE *h;
-	size_t lo = 0, hi = 0;
-	int64_t deadline;
-	char *rpath;
-	int rc, ret = -1;
+	int rc;
 
-	if (sc_check_alive(c, err) < 0)
-		return -1;
-	log_debug("%s: sftp: put '%s' bytes %llu..%llu", c->dest->name, path,
-		  (unsigned long long)offset, (unsigned long long)size);
-	if (sc_buf(c, size - offset, err) < 0)
-		return -1;
-	rpath = sc_path(c, path);
-	if (!rpath)
-		return sc_oom(err);
 	if (offset == 0)
 		flags |= LIBSSH2_FXF_TRUNC;
-	deadline = now_ms() + (int64_t)stall_ms(c);
 	SC_RETRY_PTR(c, deadline, rc, h,
 		     libssh2_sftp_open_ex(c->sftp, rpath,
 					  (unsigned int)strlen(rpath), flags,
@@ -1817,12 +1810,27 @@ static int sftp_put(struct spoolfs_conn *conn, const char *path, int fd,
 	if (!h) {
 		sc_fail(c, err, rc, false, "cannot create '%s' on %s", rpath,
 			c->where);
-		goto out;
+		return NULL;
 	}
 	if (offset > 0)
 		libssh2_sftp_seek64(h, offset);
+	return h;
+}
 
-	deadline = now_ms() + (int64_t)stall_ms(c);
+/*
+ * Write bytes [OFFSET, SIZE) of FD through the open handle H, until the
+ * server has acknowledged all of them.  Returns 0, or -1 with *err set; H
+ * stays open either way.
+ */
+static int sc_write_all(struct sftp_conn *c, LIBSSH2_SFTP_HANDLE *h, int fd,
+			const char *path, const char *rpath, uint64_t offset,
+			uint64_t size, spoolfs_progress_fn progress, void *arg,
+			struct spoolfs_error *err)
+{
+	uint64_t acked = offset, readpos = offset, reported = offset;
+	int64_t deadline = now_ms() + (int64_t)stall_ms(c);
+	size_t lo = 0, hi = 0;
+
 	while (acked < size) {
 		size_t count;
 		ssize_t n;
@@ -1849,15 +1857,13 @@ static int sftp_put(struct spoolfs_conn *conn, const char *path, int fd,
 			r = pread(fd, c->buf + hi, want, (off_t)readpos);
 			if (r < 0 && errno == EINTR)
 				continue;
-			if (r <= 0) {
-				spoolfs_error_set(err, SPOOLFS_E_IO,
+			if (r <= 0)
+				return spoolfs_error_set(err, SPOOLFS_E_IO,
 					"cannot read the spool copy of '%s' at "
 					"byte %llu: %s", path,
 					(unsigned long long)readpos,
 					r < 0 ? strerror(errno)
 					      : "file is shorter than expected");
-				goto out_close;
-			}
 			hi += (size_t)r;
 			readpos += (uint64_t)r;
 		}
@@ -1866,35 +1872,232 @@ static int sftp_put(struct spoolfs_conn *conn, const char *path, int fd,
 			count = PUT_INFLIGHT;
 		n = libssh2_sftp_write(h, (const char *)c->buf + lo, count);
 		if (n == LIBSSH2_ERROR_EAGAIN || n == 0) {
-			if (sc_wait(c, deadline) < 0) {
-				sc_fail(c, err, SC_TIMEDOUT, true,
+			if (sc_wait(c, deadline) < 0)
+				return sc_fail(c, err, SC_TIMEDOUT, true,
 					"cannot write '%s' on %s at byte %llu",
 					rpath, c->where,
 					(unsigned long long)acked);
-				goto out_close;
-			}
 			continue;
 		}
-		if (n < 0) {
-			sc_fail(c, err, (int)n, false,
+		if (n < 0)
+			return sc_fail(c, err, (int)n, false,
 				"cannot write '%s' on %s at byte %llu",
 				rpath, c->where, (unsigned long long)acked);
-			goto out_close;
-		}
 		lo += (size_t)n;
 		acked += (uint64_t)n;
 		if (progress && (acked - reported >= PROGRESS_EVERY ||
 				 acked == size)) {
 			reported = acked;
-			if (progress(arg, acked) != 0) {
-				spoolfs_error_set(err, SPOOLFS_E_CANCELLED,
+			if (progress(arg, acked) != 0)
+				return spoolfs_error_set(err,
+					SPOOLFS_E_CANCELLED,
 					"upload of '%s' to %s cancelled",
 					rpath, c->where);
-				goto out_close;
-			}
 		}
 		deadline = now_ms() + (int64_t)stall_ms(c);
 	}
+	return 0;
+}
+
+/*
+ * The tail of put_file: FSTAT of the open handle (the size the server holds)
+ * and, with an mtime, SETSTAT of the path, both in flight at once.
+ *
+ * libssh2 1.10 keeps one state machine per kind of request, not per request:
+ * fstat_state (FSTAT and FSETSTAT), stat_state (STAT, LSTAT, SETSTAT), each
+ * handle's close_state...  A call sends its request and returns EAGAIN; the
+ * same call made again collects the reply, and replies to other requests
+ * that arrive meanwhile are queued by id.  So one request of each kind can
+ * be in flight, with three catches, which decide the order here:
+ *
+ * - A request must have gone out whole before the next one is started: a
+ *   channel has one outgoing packet header (channel->write_packet), and a
+ *   second request started while the first is still being sent (socket
+ *   full, or a key re-exchange in between) would go out under the first
+ *   one's header.  libssh2 cannot be asked whether a call is past sending;
+ *   sc_awaiting_reply() tells it from the error the call left, and when in
+ *   doubt the call is simply finished first (one round trip more, never a
+ *   wrong packet).
+ * - libssh2_sftp_fstat() uses its handle until it has returned its reply,
+ *   and libssh2_sftp_close_handle() frees the handle as soon as the CLOSE
+ *   is answered, which can happen within its first call.  So the CLOSE is
+ *   sent only after the FSTAT has returned: FSTAT + SETSTAT are one round
+ *   trip, CLOSE another (the caller's sc_drop_handle()).
+ * - A request left in flight on a live session would hand its stale reply
+ *   to the next call of its kind, so every request that was started is
+ *   finished unless the session is dead (then the connection is dropped).
+ *   And the SFTP status of a failed request (sftp->last_errno, shared) is
+ *   read the moment its call returns.
+ *
+ * Returns 0 with *RSIZE set, or -1 with *err set (the first failure in
+ * request order); H stays open.
+ */
+enum { TAIL_FSTAT, TAIL_SETSTAT, TAIL_OPS };
+
+struct sc_tail {
+	LIBSSH2_SFTP_HANDLE *h;
+	const char *rpath;
+	LIBSSH2_SFTP_ATTRIBUTES attrs[TAIL_OPS];
+	int rc[TAIL_OPS];		/* LIBSSH2_ERROR_EAGAIN until done */
+	unsigned long status[TAIL_OPS];	/* when rc is SFTP_PROTOCOL */
+};
+
+/* Call OP (once more); once it has finished, its result stays. */
+static int sc_tail_call(struct sftp_conn *c, struct sc_tail *t, int op)
+{
+	int rc;
+
+	if (t->rc[op] != LIBSSH2_ERROR_EAGAIN)
+		return t->rc[op];
+	/* for sc_awaiting_reply(): what this call leaves is its own */
+	libssh2_session_set_last_error(c->session, 0, NULL);
+	if (op == TAIL_FSTAT)
+		rc = libssh2_sftp_fstat_ex(t->h, &t->attrs[op], 0);
+	else
+		rc = libssh2_sftp_stat_ex(c->sftp, t->rpath,
+					  (unsigned int)strlen(t->rpath),
+					  LIBSSH2_SFTP_SETSTAT, &t->attrs[op]);
+	if (rc == LIBSSH2_ERROR_SFTP_PROTOCOL)
+		t->status[op] = libssh2_sftp_last_error(c->sftp);
+	t->rc[op] = rc;
+	return rc;
+}
+
+/*
+ * After a call returned EAGAIN: is its request out whole, the call waiting
+ * for the reply?  In libssh2 1.10 that wait ends in _libssh2_channel_read()
+ * saying "would block" with nothing to send; a request still being sent
+ * leaves "Unable to send channel data", a pending window adjust the
+ * outbound direction.  Anything unrecognized counts as no.
+ */
+static bool sc_awaiting_reply(struct sftp_conn *c)
+{
+	char *msg = NULL;
+
+	if (libssh2_session_block_directions(c->session) &
+	    LIBSSH2_SESSION_BLOCK_OUTBOUND)
+		return false;
+	if (libssh2_session_last_error(c->session, &msg, NULL, 0) !=
+	    LIBSSH2_ERROR_EAGAIN)
+		return false;
+	return msg && strcmp(msg, "would block") == 0;
+}
+
+/* Send OP's request: call it until it has finished or awaits its reply. */
+static int sc_tail_send(struct sftp_conn *c, struct sc_tail *t, int op,
+			int64_t deadline)
+{
+	while (sc_tail_call(c, t, op) == LIBSSH2_ERROR_EAGAIN) {
+		if (sc_awaiting_reply(c))
+			return 0;
+		if (sc_wait(c, deadline) < 0)
+			return SC_TIMEDOUT;
+	}
+	return 0;
+}
+
+/* Finish OP: call it until its reply is in. */
+static int sc_tail_finish(struct sftp_conn *c, struct sc_tail *t, int op,
+			  int64_t deadline)
+{
+	while (sc_tail_call(c, t, op) == LIBSSH2_ERROR_EAGAIN)
+		if (sc_wait(c, deadline) < 0)
+			return SC_TIMEDOUT;
+	return 0;
+}
+
+/* Whether OP failed in a way that leaves the session unusable. */
+static bool sc_tail_broke(const struct sc_tail *t, int op)
+{
+	return t->rc[op] < 0 && t->rc[op] != LIBSSH2_ERROR_EAGAIN &&
+	       t->rc[op] != LIBSSH2_ERROR_SFTP_PROTOCOL;
+}
+
+static int sc_put_tail(struct sftp_conn *c, LIBSSH2_SFTP_HANDLE *h,
+		       const char *path, const char *rpath, int64_t mtime,
+		       uint64_t *rsize, struct spoolfs_error *err)
+{
+	struct sc_tail t = {
+		.h = h,
+		.rpath = rpath,
+		.rc = { LIBSSH2_ERROR_EAGAIN, LIBSSH2_ERROR_EAGAIN },
+	};
+	int64_t deadline = now_ms() + (int64_t)stall_ms(c);
+	int nops = mtime >= 0 ? TAIL_OPS : 1;
+	const LIBSSH2_SFTP_ATTRIBUTES *a = &t.attrs[TAIL_FSTAT];
+	char what[SPOOLFS_ERRMSG_MAX];
+	bool pipelined = false;
+	int op, rc = 0;
+
+	t.attrs[TAIL_SETSTAT].flags = LIBSSH2_SFTP_ATTR_ACMODTIME;
+	t.attrs[TAIL_SETSTAT].atime = (unsigned long)mtime;
+	t.attrs[TAIL_SETSTAT].mtime = (unsigned long)mtime;
+	for (op = 0; op < nops && rc == 0; op++) {
+		if (op > 0 && sc_tail_broke(&t, op - 1))
+			break;
+		if (op > 0 && t.rc[op - 1] == LIBSSH2_ERROR_EAGAIN)
+			pipelined = true;
+		rc = sc_tail_send(c, &t, op, deadline);
+	}
+	for (op = 0; op < nops && rc == 0; op++) {
+		if (sc_tail_broke(&t, op))
+			break;
+		rc = sc_tail_finish(c, &t, op, deadline);
+	}
+	for (op = 0; op < nops; op++) {
+		if (op == TAIL_FSTAT)
+			snprintf(what, sizeof(what),
+				 "cannot check the size of '%s' on %s after "
+				 "writing it", rpath, c->where);
+		else
+			snprintf(what, sizeof(what),
+				 "cannot set mtime of '%s' on %s", rpath,
+				 c->where);
+		if (t.rc[op] == LIBSSH2_ERROR_SFTP_PROTOCOL)
+			return sc_fail_msg(c, err, t.status[op], what);
+		if (t.rc[op] == LIBSSH2_ERROR_EAGAIN)
+			/* never answered: timed out */
+			return sc_fail(c, err, rc < 0 ? rc : SC_TIMEDOUT,
+				       false, "%s", what);
+		if (t.rc[op] < 0)
+			return sc_fail(c, err, t.rc[op], false, "%s", what);
+	}
+	*rsize = (a->flags & LIBSSH2_SFTP_ATTR_SIZE) ? a->filesize : 0;
+	log_debug("%s: sftp: '%s' holds %llu bytes on the server%s (%s)",
+		  c->dest->name, path, (unsigned long long)*rsize,
+		  nops > 1 ? ", mtime set" : "",
+		  nops == 1 ? "fstat"
+		  : pipelined ? "fstat and setstat in one round trip"
+			      : "fstat, then setstat");
+	return 0;
+}
+
+/*
+ * put and put_file: open, write, for put_file the tail (RSIZE non-NULL),
+ * close.  The close is always done, and a failed close is a failed upload.
+ */
+static int sc_upload(struct sftp_conn *c, const char *path, int fd,
+		     uint64_t offset, uint64_t size, int64_t mtime,
+		     uint64_t *rsize, spoolfs_progress_fn progress, void *arg,
+		     struct spoolfs_error *err)
+{
+	LIBSSH2_SFTP_HANDLE *h;
+	char *rpath;
+	int rc, ret = -1;
+
+	if (sc_buf(c, size - offset, err) < 0)
+		return -1;
+	rpath = sc_path(c, path);
+	if (!rpath)
+		return sc_oom(err);
+	h = sc_open_write(c, rpath, offset, err);
+	if (!h)
+		goto out;
+	if (sc_write_all(c, h, fd, path, rpath, offset, size, progress, arg,
+			 err) < 0)
+		goto out_close;
+	if (rsize && sc_put_tail(c, h, path, rpath, mtime, rsize, err) < 0)
+		goto out_close;
 	rc = sc_drop_handle(c, h);
 	if (rc < 0) {
 		sc_fail(c, err, rc, false,
@@ -1913,6 +2116,41 @@ out_close:
 out:
 	free(rpath);
 	return ret;
+}
+
+static int sftp_put(struct spoolfs_conn *conn, const char *path, int fd,
+		    uint64_t offset, uint64_t size,
+		    spoolfs_progress_fn progress, void *arg,
+		    struct spoolfs_error *err)
+{
+	struct sftp_conn *c = conn->priv;
+
+	if (sc_check_alive(c, err) < 0)
+		return -1;
+	log_debug("%s: sftp: put '%s' bytes %llu..%llu", c->dest->name, path,
+		  (unsigned long long)offset, (unsigned long long)size);
+	return sc_upload(c, path, fd, offset, size, -1, NULL, progress, arg,
+			 err);
+}
+
+static int sftp_put_file(struct spoolfs_conn *conn, const char *path, int fd,
+			 uint64_t offset, uint64_t size, int64_t mtime,
+			 spoolfs_progress_fn progress, void *arg,
+			 uint64_t *rsize, struct spoolfs_error *err)
+{
+	struct sftp_conn *c = conn->priv;
+
+	if (sc_check_alive(c, err) < 0)
+		return -1;
+	log_debug("%s: sftp: put '%s' bytes %llu..%llu, then fstat%s and "
+		  "close", c->dest->name, path, (unsigned long long)offset,
+		  (unsigned long long)size, mtime >= 0 ? ", set mtime" : "");
+	if (mtime > UINT32_MAX)
+		return spoolfs_error_set(err, SPOOLFS_E_UNSUPPORTED,
+			"cannot set mtime %lld on %s: sftp v3 times are "
+			"32-bit", (long long)mtime, c->where);
+	return sc_upload(c, path, fd, offset, size, mtime, rsize, progress,
+			 arg, err);
 }
 
 static int sftp_get(struct spoolfs_conn *conn, const char *path, int fd,
@@ -2025,6 +2263,7 @@ const struct spoolfs_backend spoolfs_backend_sftp = {
 	.disconnect = sftp_disconnect,
 	.mkdirs = sftp_mkdirs,
 	.put = sftp_put,
+	.put_file = sftp_put_file,
 	.stat = sftp_stat,
 	.rename = sftp_rename,
 	.remove = sftp_remove,

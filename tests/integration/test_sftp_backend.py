@@ -524,3 +524,91 @@ def test_slow_transfer_is_not_cut_off(sshd, tmp_path):
     assert rc == 0, lines
     assert time.monotonic() - t0 > 1.5
     assert (sshd.root / "slow").read_bytes() == src.read_bytes()
+
+
+# ------------------------------------------------------------ round trips
+
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+
+
+class LoggedSftpServer(SshServer):
+    """An SshServer whose sftp subsystem logs every request to LOG:
+    internal-sftp logs only to syslog, so the external sftp-server runs
+    with -l DEBUG1 and its stderr redirected."""
+
+    def __init__(self, log: Path, **kw):
+        self.request_log = log
+        self.wrapper = log.with_suffix(".sh")
+        self.wrapper.write_text(f"#!/bin/sh\nexec {SFTP_SERVER} -e -l DEBUG1"
+                                f" 2>>'{log}'\n")
+        self.wrapper.chmod(0o755)
+        super().__init__(**kw)
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        text = self.config.read_text()
+        self.config.write_text(re.sub(r"(?m)^Subsystem sftp .*$",
+                                      f"Subsystem sftp {self.wrapper}", text))
+
+
+@pytest.fixture
+def logged_sshd(tmp_path):
+    """Requested before sfs, so the server outlives the daemon's unmount."""
+    if not os.access(SFTP_SERVER, os.X_OK):
+        pytest.skip(f"no {SFTP_SERVER}")
+    with LoggedSftpServer(tmp_path / "sftp-requests.log") as srv:
+        yield srv
+
+
+def sftp_requests(log: str, prefix: str) -> list[str]:
+    """The requests sftp-server logged for paths starting with PREFIX."""
+    kinds = [("posix-rename old ", "rename"), ("rename old ", "rename"),
+             ("open ", "open"), ("close ", "close"), ("lstat name ", "lstat"),
+             ("stat name ", "stat"), ("setstat name ", "setstat"),
+             ("fsetstat ", "fsetstat"), ("fstat ", "fstat"),
+             ("write ", "write"), ("remove name ", "remove")]
+    out = []
+    for line in log.splitlines():
+        text = re.sub(r"^(debug\d: )?(request \d+: )?", "", line)
+        for head, kind in kinds:
+            if text.startswith(head + f'"{prefix}'):
+                out.append(kind)
+                break
+    return out
+
+
+def test_upload_is_open_write_fstat_setstat_close_rename(logged_sshd, sfs,
+                                                         tmp_path):
+    """One file through the mount costs the server OPEN, WRITE, FSTAT (the
+    size check), SETSTAT (the mtime), CLOSE and RENAME: no STAT by path after
+    the CLOSE, and -d says FSTAT and SETSTAT went out together."""
+    srv, when = logged_sshd, 1_400_000_000
+    src = tmp_path / "one.txt"
+    src.write_bytes(b"one file, few round trips\n" * 40)
+    os.utime(src, (when, when))
+    sfs.add_dest("box", url=srv.url(), identity=srv.client_key,
+                 known_hosts=srv.known_hosts, stall_timeout="10s",
+                 connect_timeout="10s")
+    sfs.mount("-d", env=child_env())
+    p = sfs.m("box", "a/one.txt")
+    p.parent.mkdir()
+    subprocess.run(["cp", "--preserve=timestamps", str(src), str(p)],
+                   check=True, timeout=30 * SCALE)
+    sfs.wait_uploaded(p, timeout=30 * SCALE)
+    up = srv.root / "a" / "one.txt"
+    assert up.read_bytes() == src.read_bytes()
+    assert int(up.stat().st_mtime) == when
+    sfs.unmount()
+
+    log = srv.request_log.read_text(errors="replace")
+    ops = sftp_requests(log, f"{srv.root}/a/")
+    assert "open" in ops, log
+    # from the last OPEN: the first one fails when the directory is new
+    ops = ops[len(ops) - 1 - ops[::-1].index("open"):]
+    while ops.count("write") > 1:
+        ops.remove("write")
+    assert ops == ["open", "write", "fstat", "setstat", "close", "rename"], \
+        log
+    assert re.search(r"box: sftp: 'a/\.spoolfs-[0-9-]+\.part' holds 1040 "
+                     r"bytes on the server, mtime set \(fstat and setstat "
+                     r"in one round trip\)", sfs.log()), sfs.log_tail()
