@@ -996,6 +996,8 @@ static void file_unlink_locked(struct spool *sp, struct spool_node *n)
 	queue_remove_locked(n);
 	dir_detach(sp, n);
 	n->gen++;		/* cancels a running upload */
+	if (n->streaming)
+		pthread_cond_broadcast(&sp->stream_cond);
 	if (n->has_data) {
 		data_unlink(sp, n->id);
 		n->has_data = false;
@@ -1310,14 +1312,36 @@ int spool_statfs(struct spool *sp, struct statvfs *st)
 
 /* The file's content is about to change: cancel an upload in progress,
  * leave the queue until the next close commits it again. */
-static int content_changed_locked(struct spool *sp, struct spool_node *n)
+/*
+ * Bytes below stream_mark may already be in a server temp of this content
+ * generation (a stream, see uploader.c).  A change there makes that temp
+ * stale: a new generation cancels the stream, and its temp is never resumed
+ * but goes to the trash.
+ */
+static void stream_check_locked(struct spool *sp, struct spool_node *n,
+				uint64_t from)
+{
+	if (from >= n->stream_mark)
+		return;
+	n->gen++;
+	n->stream_mark = 0;
+	n->no_stream = true;
+	pthread_cond_broadcast(&sp->stream_cond);
+}
+
+static int content_changed_locked(struct spool *sp, struct spool_node *n,
+				  uint64_t from)
 {
 	n->wseq++;
 	n->mtime = n->ctime = now_ts();
-	if (n->state == SPOOL_WRITING)
+	if (n->state == SPOOL_WRITING) {
+		stream_check_locked(sp, n, from);
 		return 0;
+	}
 	queue_remove_locked(n);
 	n->gen++;
+	n->stream_mark = 0;
+	n->no_stream = false;
 	n->attempts = 0;
 	n->target = NULL;
 	n->meta_gave_up = false;
@@ -1566,7 +1590,7 @@ int spool_open_file(struct spool *sp, const char *path, int flags,
 		goto out_put;
 	}
 	if (trunc) {
-		content_changed_locked(sp, n);
+		content_changed_locked(sp, n, 0);
 		if (ftruncate(fd, 0) < 0) {
 			rc = -errno;
 			goto out_put;
@@ -1647,7 +1671,7 @@ int spool_write_begin(struct spool_handle *h, size_t size, off_t off)
 		h->write_errno = ENOSPC;
 		goto out;
 	}
-	content_changed_locked(sp, n);
+	content_changed_locked(sp, n, (uint64_t)off);
 	sp->used += delta;	/* reserved until spool_write_end() */
 out:
 	pthread_mutex_unlock(&sp->lock);
@@ -1675,10 +1699,16 @@ void spool_write_end(struct spool_handle *h, size_t reserved, ssize_t written,
 		CHARGE(sp, n);
 	}
 	n->wseq++;
+	/* a stream may have read past OFF while this write was under way */
+	stream_check_locked(sp, n, (uint64_t)off);
 	if (written < 0)
 		h->write_errno = errno ? errno : EIO;
 	else
 		h->unkicked += (uint64_t)written;
+	if (written > 0 && n->state == SPOOL_WRITING &&
+	    n->size >= STREAM_MIN && !n->busy && !n->no_stream &&
+	    (uint64_t)off + (uint64_t)written == n->size)
+		stream_offer_locked(sp, n);
 	kick = h->unkicked >= KICK_BYTES &&
 	       sp->cfg->fsync == SPOOLFS_FSYNC_CLOSE;
 	if (kick)
@@ -1729,7 +1759,7 @@ int spool_truncate(struct spool *sp, const char *path, struct spool_handle *h,
 		pthread_mutex_unlock(&sp->lock);
 		goto out;
 	}
-	content_changed_locked(sp, n);
+	content_changed_locked(sp, n, (uint64_t)size);
 	if (ftruncate(h->fd, size) < 0) {
 		rc = -errno;
 	} else {
@@ -1795,6 +1825,8 @@ static int commit_written(struct spool_handle *h)
 			node_requeue_locked(sp, n);
 		}
 	}
+	if (n->streaming)
+		pthread_cond_broadcast(&sp->stream_cond);
 	pthread_mutex_unlock(&sp->lock);
 	return rc;
 }
@@ -1840,6 +1872,8 @@ void spool_release(struct spool_handle *h)
 	}
 	close(h->fd);
 	n->openers--;
+	if (h->writable && n->writers == 1 && n->streaming)
+		pthread_cond_broadcast(&sp->stream_cond);
 	if (h->writable && --n->writers == 0 && n->linked &&
 	    n->state == SPOOL_QUEUED) {
 		/* the writer is done: the file may go now */
@@ -2263,6 +2297,7 @@ int spool_open(struct spool **spp, const struct spoolfs_config *cfg,
 	sp->mounted_at = now_ts();
 	pthread_mutex_init(&sp->lock, NULL);
 	pthread_cond_init(&sp->cond, NULL);
+	pthread_cond_init(&sp->stream_cond, NULL);
 	sp->dir = strdup(cfg->spool_dir);
 	if (!sp->dir || asprintf(&path, "%s/data", cfg->spool_dir) < 0) {
 		snprintf(errbuf, errlen, "out of memory");
@@ -2392,6 +2427,7 @@ void spool_close(struct spool *sp)
 		close(sp->lockfd);
 	pthread_mutex_destroy(&sp->lock);
 	pthread_cond_destroy(&sp->cond);
+	pthread_cond_destroy(&sp->stream_cond);
 	free(sp->dir);
 	free(sp);
 }

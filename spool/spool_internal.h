@@ -90,6 +90,10 @@ struct spool_node {
 
 	/* upload [L] */
 	bool busy;			/* a worker has it */
+	bool streaming;			/* ...to upload it while it is written */
+	bool no_stream;			/* not again until it is closed */
+	uint64_t stream_mark;		/* bytes of this gen that may be in a
+					 * server temp: writing below bumps gen */
 	uint64_t progress;		/* bytes sent of the current upload */
 	int64_t upload_start_ms;	/* when it entered uploading (status.c) */
 	struct spool_dest *queued_on;	/* whose queue it is in, NULL none */
@@ -102,6 +106,9 @@ struct spool_dest {
 	struct spool_node *root[2];	/* SPOOL_AREA_MAIN, SPOOL_AREA_FAILED */
 	struct spool_dest *fallback;
 	struct spool_node *qhead, *qtail;	/* [L] nodes needing work here */
+	struct spool_node *stream_offer;	/* [L] a big file being written
+						 * that an idle worker may stream
+						 * (holds a ref) */
 	struct worker *workers;
 	int nworkers;
 	/* max_rate accounting [L] */
@@ -116,6 +123,8 @@ struct spool {
 	const struct spoolfs_config *cfg;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;		/* work may be ready, or stopping */
+	pthread_cond_t stream_cond;	/* a streamed file grew, closed or
+					 * changed, or stopping */
 	struct spool_journal *j;	/* [L] */
 	char *dir;			/* the spool directory */
 	int datafd;			/* SPOOL/data, O_DIRECTORY */
@@ -166,6 +175,14 @@ void node_drop_locked(struct spool *sp, struct spool_node *n);
 void spool_event_locked(struct spool *sp, struct spool_node *n,
 			const char *dest, const char *kind, const char *msg);
 int spool_data_open(struct spool *sp, int64_t id, int flags);
+
+/*
+ * Streaming (uploader.c): a file still being written that has grown past
+ * STREAM_MIN may be uploaded while it grows, by an idle worker.
+ */
+#define STREAM_MIN (32ull << 20)
+/* The file grew at its end: offer it to an idle worker of its destination. */
+void stream_offer_locked(struct spool *sp, struct spool_node *n);
 
 /* Workers (uploader.c). */
 int uploader_start(struct spool *sp);

@@ -14,6 +14,9 @@
  *             or its mtime changed: rename / set the mtime remotely;
  *   trash   - remove a partial temp of a forgotten file (and, with
  *             delete_remote, its uploaded copy).
+ * An idle worker may also take a big file that is still being written and
+ * upload it as it grows (run_stream()), so that close() leaves only the
+ * tail to send.
  * A job is cancelled when the file changes, moves, is removed or the daemon
  * stops: the progress callback sees it within one chunk.
  *
@@ -41,6 +44,11 @@
 #define IDLE_DISCONNECT_MS 30000
 #define WORKER_NICE 10
 #define RATE_SLEEP_STEP_MS 100
+/* streaming: send in segments of at least this; hand the file back when it
+ * has not grown for STREAM_IDLE_MS */
+#define STREAM_SEG (32ull << 20)
+#define STREAM_IDLE_MS 2000
+#define STREAM_WAIT_STEP_MS 100
 
 enum job_kind { JOB_UPLOAD, JOB_META, JOB_TRASH };
 
@@ -55,6 +63,7 @@ struct job {
 	char *relpath;		/* at claim time */
 	char *rtmp;		/* upload: the temp name; meta/trash: to remove */
 	bool resume;		/* upload: rtmp may hold a partial upload */
+	bool stream;		/* upload: the file is still being written */
 	char *rpath;		/* meta/trash: where the content is now */
 	bool remove_rpath;	/* trash: delete the uploaded copy */
 	uint64_t last_done;
@@ -246,9 +255,10 @@ static void job_release(struct job *job)
 	free(job->rpath);
 }
 
-/* Take N for this worker: mark it busy and copy what the job needs. */
+/* Take N for this worker: mark it busy and copy what the job needs.  With
+ * STREAM, N is still being written (see run_stream()). */
 static int claim_locked(struct job *job, struct spool_dest *d,
-			struct spool_node *n)
+			struct spool_node *n, bool stream)
 {
 	memset(job, 0, sizeof(*job));
 	job->sp = d->sp;
@@ -273,8 +283,9 @@ static int claim_locked(struct job *job, struct spool_dest *d,
 		job->rpath = strdup(n->rpath);
 	} else {
 		/* resume a partial temp of this content, or start a new one
-		 * (recorded by run_upload() once connected) */
+		 * (recorded by record_tmp() once connected) */
 		job->kind = JOB_UPLOAD;
+		job->stream = stream;
 		if (n->rtmp && n->tmp_dest == d && n->tmp_gen == n->gen) {
 			job->resume = true;
 			job->rtmp = strdup(n->rtmp);
@@ -295,7 +306,11 @@ static int claim_locked(struct job *job, struct spool_dest *d,
 	n->busy = true;
 	n->refs++;
 	n->progress = 0;
-	if (job->kind != JOB_TRASH) {
+	if (stream) {
+		/* state and attempts change when the writer has closed it */
+		n->streaming = true;
+		n->upload_start_ms = spool_now_ms();
+	} else if (job->kind != JOB_TRASH) {
 		/* saved by run_upload() or when the job ends: one journal
 		 * write fewer per file */
 		n->attempts++;
@@ -304,22 +319,35 @@ static int claim_locked(struct job *job, struct spool_dest *d,
 	return 0;
 }
 
-/* put, creating the directory when the backend says it is missing */
+/*
+ * Bytes [offset, end) of FD into TMP.  RSIZE NULL: a segment of a stream
+ * (more follows); else the whole tail of the upload: mtime set and the
+ * server's size in *RSIZE.
+ */
+static int put_once(struct spoolfs_conn *conn, struct job *job,
+		    const char *tmp, int fd, uint64_t offset, uint64_t end,
+		    uint64_t *rsize, struct spoolfs_error *err)
+{
+	if (!rsize)
+		return spoolfs_conn_put(conn, tmp, fd, offset, end,
+					job_progress, job, err);
+	return spoolfs_conn_put_file(conn, tmp, fd, offset, end, job->mtime,
+				     job_progress, job, rsize, err);
+}
+
+/* put_once(), creating the directory when the backend says it is missing */
 static int put_mkdirs(struct spoolfs_conn *conn, struct job *job,
 		      const char *dir, const char *tmp, int fd,
-		      uint64_t offset, uint64_t *rsize,
+		      uint64_t offset, uint64_t end, uint64_t *rsize,
 		      struct spoolfs_error *err)
 {
-	if (spoolfs_conn_put_file(conn, tmp, fd, offset, job->size,
-				  job->mtime, job_progress, job, rsize,
-				  err) == 0)
+	if (put_once(conn, job, tmp, fd, offset, end, rsize, err) == 0)
 		return 0;
 	if (err->code != SPOOLFS_E_NOTFOUND || !*dir)
 		return -1;
 	if (spoolfs_conn_mkdirs(conn, dir, err) < 0)
 		return -1;
-	return spoolfs_conn_put_file(conn, tmp, fd, 0, job->size, job->mtime,
-				     job_progress, job, rsize, err);
+	return put_once(conn, job, tmp, fd, 0, end, rsize, err);
 }
 
 static int rename_mkdirs(struct spoolfs_conn *conn, const char *from,
@@ -344,44 +372,29 @@ static int rename_mkdirs(struct spoolfs_conn *conn, const char *from,
 	return spoolfs_conn_rename(conn, from, to, err);
 }
 
-static int run_upload(struct job *job, struct spoolfs_conn *conn,
-		      char **final, struct spoolfs_error *err)
+/*
+ * Record the temp (and the state) before a byte is sent: after a crash the
+ * journal knows every temp that may be on a server.  A temp of older
+ * content goes to the trash.
+ */
+static int record_tmp(struct job *job, struct spoolfs_error *err)
 {
 	struct spool *sp = job->sp;
 	struct spool_node *n = job->n;
-	struct spoolfs_error ignored;
-	struct spoolfs_rstat st;
-	uint64_t offset = 0, rsize = 0;
-	const char *tmp = job->rtmp;
-	char *dir = NULL;
 	bool cancelled;
-	int fd, rc = -1;
+	int rc = 0;
 
-	fd = spool_data_open(sp, n->id, O_RDONLY);
-	if (fd < 0)
-		return spoolfs_error_set(err, SPOOLFS_E_NOTFOUND,
-					 "the spool copy is missing: %m");
-	dir = dir_of(job->relpath);
-	if (!dir)
-		goto out_nomem;
-	if (job->resume && spoolfs_conn_can(conn, SPOOLFS_CAP_RESUME) &&
-	    spoolfs_conn_stat(conn, tmp, &st, &ignored) == 0 &&
-	    st.size <= job->size)
-		offset = st.size;
-
-	/*
-	 * Record the temp (and the state) before a byte is sent: after a
-	 * crash the journal knows every temp that may be on a server.  A
-	 * temp of older content goes to the trash.
-	 */
 	pthread_mutex_lock(&sp->lock);
 	cancelled = job_cancelled_locked(job);
-	if (!cancelled && !job->resume) {
-		char *copy = strdup(tmp);
+	if (cancelled) {
+		rc = spoolfs_error_set(err, SPOOLFS_E_CANCELLED, "cancelled");
+	} else if (!job->resume) {
+		char *copy = strdup(job->rtmp);
 
 		if (!copy) {
-			pthread_mutex_unlock(&sp->lock);
-			goto out_nomem;
+			rc = spoolfs_error_set(err, SPOOLFS_E_IO,
+					       "out of memory");
+			goto out;
 		}
 		node_trash_tmp_locked(sp, n);
 		free(n->rtmp);
@@ -391,44 +404,199 @@ static int run_upload(struct job *job, struct spoolfs_conn *conn,
 	}
 	if (!cancelled)
 		node_save_locked(sp, n);
+out:
 	pthread_mutex_unlock(&sp->lock);
-	if (cancelled) {
-		spoolfs_error_set(err, SPOOLFS_E_CANCELLED, "cancelled");
+	return rc;
+}
+
+/*
+ * The server holds RSIZE bytes in the temp: check them, wait out what is
+ * left of `settle`, and rename the temp to the name the file has NOW.
+ */
+static int commit_tmp(struct job *job, struct spoolfs_conn *conn,
+		      uint64_t rsize, char **final, struct spoolfs_error *err)
+{
+	struct spool *sp = job->sp;
+	struct spool_node *n = job->n;
+	struct spoolfs_error ignored;
+	bool cancelled;
+	int64_t now;
+
+	if (rsize != job->size) {
+		spoolfs_conn_remove(conn, job->rtmp, &ignored);
+		return spoolfs_error_set(err, SPOOLFS_E_PROTO,
+					 "the server holds %" PRIu64 " bytes "
+					 "after the upload, expected %" PRIu64,
+					 rsize, job->size);
+	}
+	pthread_mutex_lock(&sp->lock);
+	/* only a streamed file can get here before its ready_at */
+	while (!(cancelled = job_cancelled_locked(job)) &&
+	       (now = spool_now_ms()) < n->ready_at) {
+		int64_t until = n->ready_at;
+		struct timespec ts;
+
+		if (until > now + STREAM_WAIT_STEP_MS)
+			until = now + STREAM_WAIT_STEP_MS;
+		ts.tv_sec = until / 1000;
+		ts.tv_nsec = (until % 1000) * 1000000;
+		pthread_cond_timedwait(&sp->stream_cond, &sp->lock, &ts);
+	}
+	*final = cancelled ? NULL : node_relpath_locked(n);
+	pthread_mutex_unlock(&sp->lock);
+	if (cancelled)
+		return spoolfs_error_set(err, SPOOLFS_E_CANCELLED,
+					 "cancelled");
+	if (!*final)
+		return spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
+	return rename_mkdirs(conn, job->rtmp, *final, err);
+}
+
+static int run_upload(struct job *job, struct spoolfs_conn *conn,
+		      char **final, struct spoolfs_error *err)
+{
+	struct spoolfs_error ignored;
+	struct spoolfs_rstat st;
+	uint64_t offset = 0, rsize = 0;
+	char *dir = NULL;
+	int fd, rc = -1;
+
+	fd = spool_data_open(job->sp, job->n->id, O_RDONLY);
+	if (fd < 0)
+		return spoolfs_error_set(err, SPOOLFS_E_NOTFOUND,
+					 "the spool copy is missing: %m");
+	dir = dir_of(job->relpath);
+	if (!dir) {
+		spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
 		goto out;
 	}
+	if (job->resume && spoolfs_conn_can(conn, SPOOLFS_CAP_RESUME) &&
+	    spoolfs_conn_stat(conn, job->rtmp, &st, &ignored) == 0 &&
+	    st.size <= job->size)
+		offset = st.size;
+	if (record_tmp(job, err) < 0)
+		goto out;
 	if (offset)
 		log_info("%s: resuming '%s' at byte %" PRIu64 " of %" PRIu64,
 			 job->d->conf->name, job->relpath, offset, job->size);
-
-	if (put_mkdirs(conn, job, dir, tmp, fd, offset, &rsize, err) < 0)
+	if (put_mkdirs(conn, job, dir, job->rtmp, fd, offset, job->size,
+		       &rsize, err) < 0)
 		goto out;
-	if (rsize != job->size) {
-		spoolfs_conn_remove(conn, tmp, &ignored);
-		spoolfs_error_set(err, SPOOLFS_E_PROTO,
-				  "the server holds %" PRIu64 " bytes after "
-				  "the upload, expected %" PRIu64,
-				  rsize, job->size);
+	rc = commit_tmp(job, conn, rsize, final, err);
+out:
+	close(fd);
+	free(dir);
+	return rc;
+}
+
+/*
+ * Upload a file while it is still being written: a big file that grew at
+ * its end was offered by the writer (stream_offer_locked()) and an idle
+ * worker took it.  Every STREAM_SEG bytes written go to the temp as one
+ * resumed put; stream_mark tells the spool how far the temp may hold this
+ * content, and a write below it starts a new content generation, which
+ * cancels this job and sends the temp to the trash (spool.c,
+ * stream_check_locked()).  Once the writer has closed the file it is an
+ * ordinary upload of the rest: the attempt counts from there, and the
+ * commit waits for `settle` as any upload does.
+ *
+ * Returns 0 when uploaded, -1 on an error (ERR; before close only when
+ * cancelled), 1 when the file is handed back before it was closed (it
+ * stopped growing, or the server failed: then ERR says why): never an
+ * attempt; the temp stays recorded and the upload after close resumes it.
+ */
+static int run_stream(struct job *job, struct spoolfs_conn *conn,
+		      char **final, struct spoolfs_error *err)
+{
+	struct spool *sp = job->sp;
+	struct spool_node *n = job->n;
+	int64_t grew_ms = spool_now_ms();
+	uint64_t sent = 0, end, rsize = 0;
+	char *dir = NULL;
+	int fd, rc = 1;
+
+	if (job->resume || !spoolfs_conn_can(conn, SPOOLFS_CAP_RESUME))
+		return 1;
+	fd = spool_data_open(sp, n->id, O_RDONLY);
+	if (fd < 0)
+		return 1;
+	dir = dir_of(job->relpath);
+	if (!dir)
+		goto out;
+	if (record_tmp(job, err) < 0) {
+		rc = err->code == SPOOLFS_E_CANCELLED ? -1 : 1;
 		goto out;
 	}
-
-	/* commit: the final name is the one the file has now */
 	pthread_mutex_lock(&sp->lock);
-	cancelled = job_cancelled_locked(job);
-	*final = cancelled ? NULL : node_relpath_locked(n);
-	pthread_mutex_unlock(&sp->lock);
-	if (cancelled) {
-		spoolfs_error_set(err, SPOOLFS_E_CANCELLED, "cancelled");
-		goto out;
-	}
-	if (!*final)
-		goto out_nomem;
-	if (rename_mkdirs(conn, tmp, *final, err) < 0)
-		goto out;
-	rc = 0;
-	goto out;
+	for (;;) {
+		int64_t now = spool_now_ms(), until;
+		struct timespec ts;
 
-out_nomem:
-	spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
+		if (job_cancelled_locked(job)) {
+			pthread_mutex_unlock(&sp->lock);
+			rc = spoolfs_error_set(err, SPOOLFS_E_CANCELLED,
+					       "cancelled");
+			goto out;
+		}
+		if (n->state != SPOOL_WRITING && n->writers == 0)
+			break;		/* closed and queued */
+		if (n->state == SPOOL_WRITING &&
+		    n->size - sent >= STREAM_SEG) {
+			end = n->size;
+			n->stream_mark = end;
+			pthread_mutex_unlock(&sp->lock);
+			if (put_mkdirs(conn, job, dir, job->rtmp, fd, sent,
+				       end, NULL, err) < 0) {
+				if (err->code == SPOOLFS_E_CANCELLED) {
+					rc = -1;
+					goto out;
+				}
+				/* ERR stays: the worker drops a broken
+				 * connection */
+				log_info("%s: '%s' is uploaded once it is "
+					 "closed: %s", job->d->conf->name,
+					 job->relpath, err->msg);
+				goto out;	/* handed back */
+			}
+			sent = end;
+			grew_ms = spool_now_ms();
+			pthread_mutex_lock(&sp->lock);
+			continue;
+		}
+		if (now - grew_ms > STREAM_IDLE_MS) {
+			pthread_mutex_unlock(&sp->lock);
+			log_debug("%s: '%s' stopped growing at %" PRIu64
+				  " bytes sent; it is uploaded once it is "
+				  "closed", job->d->conf->name, job->relpath,
+				  sent);
+			goto out;	/* handed back */
+		}
+		until = now + STREAM_WAIT_STEP_MS;
+		ts.tv_sec = until / 1000;
+		ts.tv_nsec = (until % 1000) * 1000000;
+		pthread_cond_timedwait(&sp->stream_cond, &sp->lock, &ts);
+		if (n->size - sent >= STREAM_SEG)
+			grew_ms = spool_now_ms();
+	}
+	/* closed: from here on an ordinary attempt (lock held) */
+	{
+		int64_t started = n->upload_start_ms;
+
+		job->size = n->size;
+		job->mtime = n->mtime.tv_sec;
+		n->stream_mark = n->size;
+		n->attempts++;
+		node_set_state_locked(sp, n, SPOOL_UPLOADING);
+		n->upload_start_ms = started;	/* the rate counts it all */
+	}
+	pthread_mutex_unlock(&sp->lock);
+	log_debug("%s: '%s' closed with %" PRIu64 " of %" PRIu64 " bytes "
+		  "sent", job->d->conf->name, job->relpath, sent, job->size);
+	rc = -1;
+	if (put_mkdirs(conn, job, dir, job->rtmp, fd, sent, job->size, &rsize,
+		       err) < 0)
+		goto out;
+	rc = commit_tmp(job, conn, rsize, final, err);
 out:
 	close(fd);
 	free(dir);
@@ -651,7 +819,15 @@ static void finish_locked(struct job *job, int rc, char *final,
 	struct spool *sp = job->sp;
 	struct spool_node *n = job->n;
 
-	if (job->kind == JOB_TRASH) {
+	n->streaming = false;
+	if (rc > 0) {
+		/* a stream handed back before close: not an attempt; the
+		 * upload after close resumes its temp */
+		n->busy = false;
+		n->no_stream = true;
+		node_requeue_locked(sp, n);
+		free(final);
+	} else if (job->kind == JOB_TRASH) {
 		finish_trash_locked(job, rc, err, seed);
 		free(final);
 	} else if (rc == 0) {
@@ -676,6 +852,35 @@ static void finish_locked(struct job *job, int rc, char *final,
 	}
 	node_put_locked(sp, n);
 	pthread_cond_broadcast(&sp->cond);
+}
+
+void stream_offer_locked(struct spool *sp, struct spool_node *n)
+{
+	struct spool_dest *d;
+
+	if (n->area != SPOOL_AREA_MAIN || !n->linked || !sp->started)
+		return;
+	d = node_job_dest_locked(n);
+	if (d->stream_offer)
+		return;
+	d->stream_offer = n;
+	n->refs++;
+	pthread_cond_broadcast(&sp->cond);
+}
+
+/* The offered file, if it still wants streaming; the caller drops the
+ * offer's ref. */
+static struct spool_node *take_offer_locked(struct spool_dest *d)
+{
+	struct spool_node *n = d->stream_offer;
+
+	d->stream_offer = NULL;
+	if (n->linked && n->area == SPOOL_AREA_MAIN &&
+	    n->state == SPOOL_WRITING && !n->busy && !n->no_stream &&
+	    node_job_dest_locked(n) == d)
+		return n;
+	node_put_locked(d->sp, n);
+	return NULL;
 }
 
 static bool keeps_connection(enum spoolfs_err code)
@@ -720,6 +925,7 @@ static void *worker_main(void *arg)
 		int64_t now = spool_now_ms(), next;
 		char *final = NULL;
 		struct job job;
+		bool stream;
 		int rc;
 
 		if (sp->ninval) {
@@ -727,6 +933,9 @@ static void *worker_main(void *arg)
 			continue;
 		}
 		n = pick_locked(d, now, &next);
+		stream = false;
+		if (!n && d->stream_offer && (n = take_offer_locked(d)))
+			stream = true;
 		if (!n) {
 			struct timespec ts;
 			int64_t until = next;
@@ -747,7 +956,10 @@ static void *worker_main(void *arg)
 			pthread_cond_timedwait(&sp->cond, &sp->lock, &ts);
 			continue;
 		}
-		if (claim_locked(&job, d, n) < 0) {
+		rc = claim_locked(&job, d, n, stream);
+		if (stream)
+			node_put_locked(sp, n);		/* the offer's ref */
+		if (rc < 0) {
 			log_error("%s: out of memory", d->conf->name);
 			break;
 		}
@@ -758,18 +970,20 @@ static void *worker_main(void *arg)
 		if (!conn)
 			conn = spoolfs_conn_open(d->conf, &err);
 		if (!conn)
-			rc = -1;
+			rc = job.stream ? 1 : -1;	/* a stream only hands back */
+		else if (job.kind == JOB_UPLOAD && job.stream)
+			rc = run_stream(&job, conn, &final, &err);
 		else if (job.kind == JOB_UPLOAD)
 			rc = run_upload(&job, conn, &final, &err);
 		else if (job.kind == JOB_META)
 			rc = run_meta(&job, conn, &final, &err);
 		else
 			rc = run_trash(&job, conn, &err);
-		if (rc < 0 && conn && !keeps_connection(err.code)) {
+		if (rc != 0 && conn && !keeps_connection(err.code)) {
 			spoolfs_conn_close(conn);
 			conn = NULL;
 		}
-		if (rc == 0)
+		if (rc >= 0)
 			spoolfs_error_clear(&err);
 		idle_since = spool_now_ms();
 
@@ -812,6 +1026,7 @@ void uploader_stop(struct spool *sp)
 	pthread_mutex_lock(&sp->lock);
 	sp->stopping = true;
 	pthread_cond_broadcast(&sp->cond);
+	pthread_cond_broadcast(&sp->stream_cond);
 	pthread_mutex_unlock(&sp->lock);
 	for (size_t i = 0; i < sp->ndests; i++) {
 		struct spool_dest *d = &sp->dests[i];
@@ -819,6 +1034,12 @@ void uploader_stop(struct spool *sp)
 
 		for (int k = 0; k < d->nworkers; k++)
 			pthread_join(ws[k].thread, NULL);
+		if (d->stream_offer) {
+			pthread_mutex_lock(&sp->lock);
+			node_put_locked(sp, d->stream_offer);
+			d->stream_offer = NULL;
+			pthread_mutex_unlock(&sp->lock);
+		}
 		free(d->workers);
 		d->workers = NULL;
 		d->nworkers = 0;
