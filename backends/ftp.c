@@ -51,7 +51,20 @@
  * callback's reply lines (struct ftp_cmd); the operations read their
  * outcome from there.  The password is never recorded ("PASS ****").
  * Where FEAT offers MLST, stat and "is this a directory?" are one MLST;
- * elsewhere SIZE + MDTM, and CWD for directories.
+ * elsewhere SIZE + MDTM, and CWD for directories (the existence checks
+ * inside this file skip the MDTM).
+ *
+ * put_file.  The tail of an upload rides on the STOR's own curl perform:
+ * CURLOPT_POSTQUOTE, which curl sends only after the server confirmed the
+ * transfer, carries the mtime command and SIZE (with '*', read from the
+ * command log like any quote).  curl sends TYPE I before a connection's
+ * first transfer and not again, so on a kept-alive connection a small file
+ * costs EPSV, STOR, MFMT (or MDTM with a time), SIZE, then RNFR/RNTO from
+ * the uploader: two performs.  put is the same upload without
+ * post-commands.  A refused MFMT fails put_file with the server's reply; a
+ * refused MDTM-with-time on the file SIZE just saw means this server
+ * cannot set times (as in set_mtime); a SIZE not answered with 213 is
+ * asked again by a full stat before put_file fails.
  *
  * Errors are translated once, in ftp_fail() and reply_err(): curl's code
  * says whether the connection failed (connect, timeout, stall, reset, TLS)
@@ -122,6 +135,7 @@ struct ftp_conn {
 	int fail_code;		/* first refusal (>= 400), not to a quote */
 	char fail_reply[REPLY_MAX];
 	const struct curl_slist *quote;	/* this operation's quote list */
+	const struct curl_slist *postquote;	/* and its post-transfer one */
 };
 
 /* One transfer's state for the read/write/progress callbacks. */
@@ -141,6 +155,7 @@ struct ftp_xfer {
 struct ftp_op {
 	const char *url;	/* NULL: the server's origin, no file */
 	struct curl_slist *quote;
+	struct curl_slist *postquote;	/* after a successful transfer */
 	bool upload, append, download;
 	struct ftp_xfer *xfer;
 };
@@ -330,7 +345,8 @@ static void cmdlog_sent(struct ftp_conn *fc, const char *data, size_t size)
 	c = &fc->cmds[fc->ncmds++];
 	memset(c, 0, sizeof(*c));
 	c->line = line;
-	c->quoted = in_quote_list(fc->quote, line);
+	c->quoted = in_quote_list(fc->quote, line) ||
+		    in_quote_list(fc->postquote, line);
 }
 
 /* The reply to the command "VERB ARG" in this operation, NULL if unsent. */
@@ -349,6 +365,19 @@ static const struct ftp_cmd *cmdlog_find(const struct ftp_conn *fc,
 			return fc->cmds[i].code ? &fc->cmds[i] : NULL;
 	}
 	return NULL;
+}
+
+/* Did this operation send a command VERB (answered or not)? */
+static bool cmdlog_sent_verb(const struct ftp_conn *fc, const char *verb)
+{
+	size_t vl = strlen(verb);
+
+	for (int i = 0; i < fc->ncmds; i++)
+		if (strncasecmp(fc->cmds[i].line, verb, vl) == 0 &&
+		    (fc->cmds[i].line[vl] == ' ' ||
+		     fc->cmds[i].line[vl] == '\0'))
+			return true;
+	return false;
 }
 
 /* Code of the reply to "VERB ARG", 0 if it was never answered. */
@@ -624,6 +653,7 @@ static int ftp_prepare(struct ftp_conn *fc, struct spoolfs_error *err)
 	fc->fail_code = 0;
 	fc->fail_reply[0] = '\0';
 	fc->quote = NULL;
+	fc->postquote = NULL;
 
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, fc->errbuf);
@@ -740,6 +770,10 @@ static CURLcode ftp_run(struct ftp_conn *fc, const struct ftp_op *op,
 			curl_easy_setopt(c, CURLOPT_QUOTE, op->quote);
 			fc->quote = op->quote;
 		}
+		if (op->postquote) {
+			curl_easy_setopt(c, CURLOPT_POSTQUOTE, op->postquote);
+			fc->postquote = op->postquote;
+		}
 		if (op->upload) {
 			curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
 			curl_easy_setopt(c, CURLOPT_APPEND,
@@ -763,9 +797,16 @@ static CURLcode ftp_run(struct ftp_conn *fc, const struct ftp_op *op,
 		}
 		rc = ftp_perform(fc);
 		curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &nconn);
-		if (nconn > 0)
+		/*
+		 * A new control connection (it logged in) starts in ASCII.
+		 * curl sends TYPE I before a transfer unless it knows the
+		 * connection is binary already, so after a transfer it is.
+		 * (NUM_CONNECTS counts data connections too: no use here.)
+		 */
+		if (cmdlog_sent_verb(fc, "USER"))
 			fc->binary = false;
-		if (reply_to(fc, "TYPE", "I") == 200)
+		if (reply_to(fc, "TYPE", "I") == 200 ||
+		    (rc == CURLE_OK && (op->upload || op->download)))
 			fc->binary = true;
 		if (rc == CURLE_OK)
 			return rc;
@@ -1309,10 +1350,14 @@ static int ftp_connect(struct spoolfs_conn *conn, struct spoolfs_error *err)
 	while (n > 1 && rootrel[n - 1] == '/')
 		rootrel[--n] = '\0';
 
-	/* Log in, learn the features, enter the root, ask where that is. */
+	/*
+	 * Log in, learn the features, enter the root, ask where that is.  No
+	 * TYPE I: curl sends its own before the first transfer (it does not
+	 * see ours), and stat asks for it where SIZE comes first.
+	 */
 	if (!quote_add(&q, "FEAT", NULL) ||
 	    (*rootrel && !quote_add(&q, "CWD", rootrel)) ||
-	    !quote_add(&q, "TYPE", "I") || !quote_add(&q, "PWD", NULL))
+	    !quote_add(&q, "PWD", NULL))
 		goto out_nomem;
 	rc = ftp_quote(fc, q, err);
 	curl_slist_free_all(q);
@@ -1501,69 +1546,39 @@ static int ftp_refine_missing_dir(struct ftp_conn *fc, const char *rel,
 	return -1;
 }
 
-static int ftp_put(struct spoolfs_conn *conn, const char *path, int fd,
-		   uint64_t offset, uint64_t size, spoolfs_progress_fn progress,
-		   void *arg, struct spoolfs_error *err)
+/*
+ * The size in the 213 reply to "SIZE ABS" of this operation: 0, or -1 with
+ * *err when the reply holds no number.
+ */
+static int size_reply(const struct ftp_conn *fc, const char *abs,
+		      const char *what, uint64_t *size,
+		      struct spoolfs_error *err)
 {
-	struct ftp_conn *fc = conn->priv;
-	struct ftp_xfer x = {
-		.fd = fd, .base = offset, .pos = offset, .end = size,
-		.progress = progress, .arg = arg, .upload = true,
-	};
-	struct ftp_op op = { .upload = true, .append = offset > 0,
-			     .xfer = &x };
-	char what[WHAT_MAX], *abs, *url;
-	CURLcode rc;
-	int ret = 0;
+	const char *line = reply_line(fc, "SIZE", abs);
+	unsigned long long n;
+	char *end;
 
-	if (ftp_check_name(path, err) < 0)
-		return -1;
-	snprintf(what, sizeof(what), "upload of '%s'", path);
-	abs = ftp_abs(fc, path);
-	url = abs ? ftp_url(fc, abs) : NULL;
-	if (!url) {
-		free(abs);
-		return spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
-	}
-	op.url = url;
-	for (int attempt = 0;; attempt++) {
-		bool dir_there = false;
-		char failed[REPLY_MAX];
-
-		x.pos = offset;
-		rc = ftp_run(fc, &op, err);
-		if (rc == CURLE_OK)
-			break;
-		if (rc != CURLE_UPLOAD_FAILED || fc->broken ||
-		    (fc->fail_code != 550 && fc->fail_code != 553)) {
-			ret = ftp_fail(fc, rc, &op, what, err);
-			break;
-		}
-		/* vsftpd: "553 Could not create file." for a missing dir */
-		snprintf(failed, sizeof(failed), "%s", fc->fail_reply);
-		ret = ftp_refine_missing_dir(fc, path, fc->fail_code, failed,
-					     what, &dir_there, err);
-		if (!dir_there || attempt > 0)
-			break;
-		log_debug("%s: '%s' refused but its directory is there now "
-			  "(made by another worker?); trying again",
-			  fc->dest->name, path);
-		spoolfs_error_clear(err);
-		ret = 0;
-	}
-	free(url);
-	free(abs);
-	return ret;
+	errno = 0;
+	n = strtoull(line + 4, &end, 10);
+	if (errno || end == line + 4)
+		return spoolfs_error_set(err, SPOOLFS_E_PROTO,
+					 "%s failed: unexpected reply to SIZE: "
+					 "%s", what, line);
+	*size = n;
+	return 0;
 }
 
-static int ftp_stat(struct spoolfs_conn *conn, const char *path,
-		    struct spoolfs_rstat *st, struct spoolfs_error *err)
+/*
+ * stat of PATH; WANT_MTIME: also its mtime (one MDTM more where there is
+ * no MLST), which only callers outside this file need.
+ */
+static int ftp_stat_path(struct spoolfs_conn *conn, const char *path,
+			 struct spoolfs_rstat *st, bool want_mtime,
+			 struct spoolfs_error *err)
 {
 	struct ftp_conn *fc = conn->priv;
 	struct curl_slist *q = NULL;
-	char what[WHAT_MAX], *abs, *end;
-	const char *line;
-	unsigned long long size;
+	char what[WHAT_MAX], *abs;
 	int ret = -1, ex, code;
 	bool have_size;
 	CURLcode rc;
@@ -1594,23 +1609,16 @@ static int ftp_stat(struct spoolfs_conn *conn, const char *path,
 		goto dir;
 	/* Some servers refuse SIZE in ASCII mode. */
 	if ((!fc->binary && !quote_add(&q, "TYPE", "I")) ||
-	    !quote_add(&q, "SIZE", abs) || !quote_add(&q, "MDTM", abs)) {
+	    !quote_add(&q, "SIZE", abs) ||
+	    (want_mtime && !quote_add(&q, "MDTM", abs))) {
 		spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
 		goto out;
 	}
 	rc = ftp_quote(fc, q, err);
 	code = reply_to(fc, "SIZE", abs);
 	if (code == 213) {
-		line = reply_line(fc, "SIZE", abs);
-		errno = 0;
-		size = strtoull(line + 4, &end, 10);
-		if (errno || end == line + 4) {
-			spoolfs_error_set(err, SPOOLFS_E_PROTO,
-					  "%s failed: unexpected reply to SIZE:"
-					  " %s", what, line);
+		if (size_reply(fc, abs, what, &st->size, err) < 0)
 			goto out;
-		}
-		st->size = size;
 		st->mtime = reply_to(fc, "MDTM", abs) == 213 ?
 			parse_stamp(reply_line(fc, "MDTM", abs) + 4) : -1;
 		st->is_dir = false;
@@ -1640,6 +1648,12 @@ out:
 	return ret;
 }
 
+static int ftp_stat(struct spoolfs_conn *conn, const char *path,
+		    struct spoolfs_rstat *st, struct spoolfs_error *err)
+{
+	return ftp_stat_path(conn, path, st, true, err);
+}
+
 /* Does the file REL exist?  0 no, 1 a file, 2 a directory, -1 with *err. */
 static int ftp_file_exists(struct spoolfs_conn *conn, const char *rel,
 			   struct spoolfs_error *err)
@@ -1648,7 +1662,8 @@ static int ftp_file_exists(struct spoolfs_conn *conn, const char *rel,
 	struct spoolfs_error e2;
 
 	spoolfs_error_clear(&e2);
-	if (ftp_stat(conn, rel, &st, &e2) == 0)
+	st.mtime = -1;
+	if (ftp_stat_path(conn, rel, &st, false, &e2) == 0)
 		return st.is_dir ? 2 : 1;
 	if (e2.code == SPOOLFS_E_NOTFOUND)
 		return 0;
@@ -1801,70 +1816,253 @@ out:
 	return ret;
 }
 
-static int ftp_set_mtime(struct spoolfs_conn *conn, const char *path,
-			 int64_t mtime, struct spoolfs_error *err)
+/*
+ * The command that sets the mtime of the absolute path ABS on this server:
+ * *VERB (MFMT, else vsftpd's MDTM with a time) and its malloc'd *ARG
+ * ("20260102030405 ABS").  1 with both set, 0 when the server cannot set
+ * times (not an error), -1 with *err.
+ */
+static int mtime_cmd(const struct ftp_conn *fc, const char *abs,
+		     int64_t mtime, const char *what, const char **verb,
+		     char **arg, struct spoolfs_error *err)
 {
-	struct ftp_conn *fc = conn->priv;
-	struct curl_slist *q = NULL;
-	char what[WHAT_MAX], stamp[32], failed[REPLY_MAX], *abs, *arg;
-	const char *verb = fc->mfmt ? "MFMT" : "MDTM";
 	time_t t = (time_t)mtime;
+	char stamp[32];
 	struct tm tm;
-	int ret = -1, code, ex;
-	CURLcode rc;
 	size_t n;
 
-	if (ftp_check_name(path, err) < 0)
-		return -1;
+	*verb = NULL;
+	*arg = NULL;
 	if (!fc->mfmt && !fc->mdtm_set)
-		return 0;	/* this server cannot: not an error */
-	snprintf(what, sizeof(what), "set mtime of '%s'", path);
+		return 0;
 	if (!gmtime_r(&t, &tm) ||
 	    !strftime(stamp, sizeof(stamp), "%Y%m%d%H%M%S", &tm))
 		return spoolfs_error_set(err, SPOOLFS_E_IO,
 					 "%s failed: bad time %lld", what,
 					 (long long)mtime);
+	n = strlen(abs) + strlen(stamp) + 2;
+	*arg = malloc(n);
+	if (!*arg)
+		return spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
+	snprintf(*arg, n, "%s %s", stamp, abs);
+	*verb = fc->mfmt ? "MFMT" : "MDTM";
+	return 1;
+}
+
+/*
+ * The outcome of the mtime command VERB ARG (mtime_cmd) on PATH after an
+ * operation that ended with RC: 0, or -1 with *err.  A 5xx is settled by
+ * whether the file is there: EXISTS (1 yes, 0 no) or, when negative, by
+ * asking the server.  A vsftpd-style MDTM that is refused on a file that
+ * exists, or that only answers with a time, cannot set times here: it is
+ * given up for the connection and the mtime is left, as on a server
+ * without MDTM.
+ */
+static int mtime_result(struct spoolfs_conn *conn, CURLcode rc,
+			const char *path, const char *verb, const char *arg,
+			const char *what, int exists,
+			struct spoolfs_error *err)
+{
+	struct ftp_conn *fc = conn->priv;
+	char failed[REPLY_MAX];
+	int code = reply_to(fc, verb, arg);
+
+	if (code >= 200 && code < 300) {
+		if (!fc->mfmt && !has_word(reply_line(fc, verb, arg), "set"))
+			fc->mdtm_set = false;
+		return 0;
+	}
+	if (code < 500)
+		return quote_result(fc, rc, verb, arg, what, err);
+	snprintf(failed, sizeof(failed), "%s", reply_line(fc, verb, arg));
+	if (exists < 0)
+		exists = ftp_file_exists(conn, path, err);
+	if (exists == 0)
+		return spoolfs_error_set(err, SPOOLFS_E_NOTFOUND,
+					 "%s failed: no such file on the "
+					 "server (%s)", what, failed);
+	if (exists < 0)
+		return -1;
+	if (fc->mfmt)
+		return refusal(fc, code, failed, what, err);
+	/* The file is there: this server cannot set times. */
+	log_debug("%s: MDTM cannot set times here (%s)", fc->dest->name,
+		  failed);
+	fc->mdtm_set = false;
+	return 0;
+}
+
+static int ftp_set_mtime(struct spoolfs_conn *conn, const char *path,
+			 int64_t mtime, struct spoolfs_error *err)
+{
+	struct ftp_conn *fc = conn->priv;
+	struct curl_slist *q = NULL;
+	char what[WHAT_MAX], *abs, *arg = NULL;
+	const char *verb;
+	int ret = -1;
+	CURLcode rc;
+
+	if (ftp_check_name(path, err) < 0)
+		return -1;
+	snprintf(what, sizeof(what), "set mtime of '%s'", path);
 	abs = ftp_abs(fc, path);
-	n = abs ? strlen(abs) + strlen(stamp) + 2 : 0;
-	arg = abs ? malloc(n) : NULL;
-	if (!arg || (snprintf(arg, n, "%s %s", stamp, abs),
-		     !quote_add(&q, verb, arg))) {
-		spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
+	if (!abs)
+		return spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
+	ret = mtime_cmd(fc, abs, mtime, what, &verb, &arg, err);
+	if (ret <= 0)
+		goto out;	/* 0: this server cannot, not an error */
+	if (!quote_add(&q, verb, arg)) {
+		ret = spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
 		goto out;
 	}
 	rc = ftp_quote(fc, q, err);
-	code = reply_to(fc, verb, arg);
-	if (code >= 200 && code < 300) {
-		ret = 0;
-		/* An MDTM that only answered with a time did not set one. */
-		if (!fc->mfmt && !has_word(reply_line(fc, verb, arg), "set"))
-			fc->mdtm_set = false;
-		goto out;
-	}
-	if (code < 500) {
-		ret = quote_result(fc, rc, verb, arg, what, err);
-		goto out;
-	}
-	snprintf(failed, sizeof(failed), "%s", reply_line(fc, verb, arg));
-	ex = ftp_file_exists(conn, path, err);
-	if (ex == 0) {
-		spoolfs_error_set(err, SPOOLFS_E_NOTFOUND,
-				  "%s failed: no such file on the server (%s)",
-				  what, failed);
-	} else if (ex > 0 && !fc->mfmt) {
-		/* The file is there: this server cannot set times. */
-		log_debug("%s: MDTM cannot set times here (%s)",
-			  fc->dest->name, failed);
-		fc->mdtm_set = false;
-		ret = 0;
-	} else if (ex > 0) {
-		refusal(fc, code, failed, what, err);
-	}
+	ret = mtime_result(conn, rc, path, verb, arg, what, -1, err);
 out:
 	curl_slist_free_all(q);
 	free(arg);
 	free(abs);
 	return ret;
+}
+
+/*
+ * After an upload with SIZE among its post-commands (ftp_upload): the size
+ * the server holds, from the SIZE reply or, when SIZE was not answered with
+ * 213 (a server without SIZE, or one refusing it), from a full stat.
+ * CODE and LINE are that reply, copied before anything else ran.
+ */
+static int upload_size(struct spoolfs_conn *conn, const char *path,
+		       const char *abs, int code, const char *line,
+		       const char *what, uint64_t *rsize,
+		       struct spoolfs_error *err)
+{
+	struct ftp_conn *fc = conn->priv;
+	struct spoolfs_error e2;
+	struct spoolfs_rstat st;
+
+	if (code == 213)
+		return size_reply(fc, abs, what, rsize, err);
+	log_debug("%s: SIZE after the upload of '%s' answered '%s'; asking "
+		  "with stat", fc->dest->name, path, line);
+	spoolfs_error_clear(&e2);
+	if (ftp_stat_path(conn, path, &st, false, &e2) < 0)
+		return spoolfs_error_set(err, e2.code == SPOOLFS_E_NOTFOUND ?
+					 SPOOLFS_E_PROTO : e2.code,
+					 "%s failed: the server does not tell "
+					 "the size of the uploaded file (SIZE: "
+					 "%s; %s)", what, line, e2.msg);
+	if (st.is_dir)
+		return spoolfs_error_set(err, SPOOLFS_E_PROTO,
+					 "%s failed: a directory is there "
+					 "after the upload", what);
+	*rsize = st.size;
+	return 0;
+}
+
+/*
+ * The upload behind put and put_file: STOR (APPE when OFFSET > 0) of bytes
+ * [OFFSET, SIZE) of FD into PATH, then, on the same curl perform, the
+ * post-commands: the mtime command (MTIME >= 0 and the server can set
+ * times) and SIZE (RSIZE not NULL).  curl sends CURLOPT_POSTQUOTE only
+ * after the server confirmed the transfer (226), each with '*', so a
+ * refused one does not close the connection; its reply, paired by the
+ * command log, decides here.  On a connection that already is in TYPE I
+ * curl sends no TYPE, so a small file costs EPSV, STOR, MFMT/MDTM, SIZE.
+ */
+static int ftp_upload(struct spoolfs_conn *conn, const char *path, int fd,
+		      uint64_t offset, uint64_t size, int64_t mtime,
+		      spoolfs_progress_fn progress, void *arg,
+		      uint64_t *rsize, struct spoolfs_error *err)
+{
+	struct ftp_conn *fc = conn->priv;
+	struct ftp_xfer x = {
+		.fd = fd, .base = offset, .pos = offset, .end = size,
+		.progress = progress, .arg = arg, .upload = true,
+	};
+	struct ftp_op op = { .upload = true, .append = offset > 0,
+			     .xfer = &x };
+	char what[WHAT_MAX], line[REPLY_MAX], *abs, *url = NULL;
+	char *mtarg = NULL;
+	const char *mtverb = NULL;
+	int ret = -1, code;
+	CURLcode rc;
+
+	if (ftp_check_name(path, err) < 0)
+		return -1;
+	snprintf(what, sizeof(what), "upload of '%s'", path);
+	abs = ftp_abs(fc, path);
+	url = abs ? ftp_url(fc, abs) : NULL;
+	if (!url)
+		goto out_nomem;
+	if (mtime >= 0 &&
+	    mtime_cmd(fc, abs, mtime, what, &mtverb, &mtarg, err) < 0)
+		goto out;
+	if ((mtverb && !quote_add(&op.postquote, mtverb, mtarg)) ||
+	    (rsize && !quote_add(&op.postquote, "SIZE", abs)))
+		goto out_nomem;
+	op.url = url;
+	for (int attempt = 0;; attempt++) {
+		bool dir_there = false;
+		char failed[REPLY_MAX];
+
+		x.pos = offset;
+		rc = ftp_run(fc, &op, err);
+		if (rc == CURLE_OK) {
+			ret = 0;
+			break;
+		}
+		if (rc != CURLE_UPLOAD_FAILED || fc->broken ||
+		    (fc->fail_code != 550 && fc->fail_code != 553)) {
+			ret = ftp_fail(fc, rc, &op, what, err);
+			break;
+		}
+		/* vsftpd: "553 Could not create file." for a missing dir */
+		snprintf(failed, sizeof(failed), "%s", fc->fail_reply);
+		ret = ftp_refine_missing_dir(fc, path, fc->fail_code, failed,
+					     what, &dir_there, err);
+		if (!dir_there || attempt > 0)
+			break;
+		log_debug("%s: '%s' refused but its directory is there now "
+			  "(made by another worker?); trying again",
+			  fc->dest->name, path);
+		spoolfs_error_clear(err);
+	}
+	if (ret < 0 || (!mtverb && !rsize))
+		goto out;
+	/* The post-commands' replies; the log is gone after the next op. */
+	code = reply_to(fc, "SIZE", abs);
+	snprintf(line, sizeof(line), "%s", reply_line(fc, "SIZE", abs));
+	if (mtverb && mtime_result(conn, rc, path, mtverb, mtarg, what,
+				   code == 213 ? 1 : -1, err) < 0)
+		ret = -1;
+	else if (rsize)
+		ret = upload_size(conn, path, abs, code, line, what, rsize,
+				  err);
+	goto out;
+out_nomem:
+	ret = spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
+out:
+	curl_slist_free_all(op.postquote);
+	free(mtarg);
+	free(url);
+	free(abs);
+	return ret;
+}
+
+static int ftp_put(struct spoolfs_conn *conn, const char *path, int fd,
+		   uint64_t offset, uint64_t size, spoolfs_progress_fn progress,
+		   void *arg, struct spoolfs_error *err)
+{
+	return ftp_upload(conn, path, fd, offset, size, -1, progress, arg,
+			  NULL, err);
+}
+
+static int ftp_put_file(struct spoolfs_conn *conn, const char *path, int fd,
+			uint64_t offset, uint64_t size, int64_t mtime,
+			spoolfs_progress_fn progress, void *arg,
+			uint64_t *rsize, struct spoolfs_error *err)
+{
+	return ftp_upload(conn, path, fd, offset, size, mtime, progress, arg,
+			  rsize, err);
 }
 
 static int ftp_get(struct spoolfs_conn *conn, const char *path, int fd,
@@ -1940,6 +2138,7 @@ const struct spoolfs_backend spoolfs_backend_ftp = {
 	.disconnect = ftp_disconnect,
 	.mkdirs = ftp_mkdirs,
 	.put = ftp_put,
+	.put_file = ftp_put_file,
 	.stat = ftp_stat,
 	.rename = ftp_rename,
 	.remove = ftp_remove,
@@ -1955,6 +2154,7 @@ const struct spoolfs_backend spoolfs_backend_ftps = {
 	.disconnect = ftp_disconnect,
 	.mkdirs = ftp_mkdirs,
 	.put = ftp_put,
+	.put_file = ftp_put_file,
 	.stat = ftp_stat,
 	.rename = ftp_rename,
 	.remove = ftp_remove,

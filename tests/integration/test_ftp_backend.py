@@ -9,7 +9,9 @@ through two C programs from the build directory (env SPOOLFS_BUILD, else
   tests/unit/conformance CONFIG nas   the suite every backend passes
   tests/unit/ftp_probe CONFIG nas ... one connection, command by command
 
-No FUSE mount is involved.  Needs root (vsftpd local-user logins).
+No FUSE mount is involved, except in test_upload_commands_per_file, which
+counts the commands of one upload through the real daemon.  Needs root
+(vsftpd local-user logins).
 Run:  /usr/bin/python3 -m pytest tests/integration/test_ftp_backend.py
 """
 
@@ -24,6 +26,7 @@ import time
 import pytest
 
 from ftp_server import FtpServer, have_vsftpd, pure_ftpd_path
+from spoolfs_harness import child_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("SPOOLFS_BUILD", os.path.join(REPO, "build"))
@@ -515,3 +518,61 @@ def test_permission_denied_is_permanent(server, tmp_path):
     assert put and put[0] in ("permission", "name"), res  # vsftpd: 553
     assert "553" in put[1]
     assert mkd and mkd[0] == "permission" and "550" in mkd[1], res
+
+
+# ---- what one upload costs ---------------------------------------------------
+
+def ftp_commands(log):
+    """The commands in a vsftpd protocol log (log_ftp_protocol=YES)."""
+    return re.findall(r'FTP command: Client "[^"]*", "([^"]*)"', log)
+
+
+@pytest.mark.parametrize("server", ["plain", "explicit"], indirect=True)
+def test_upload_commands_per_file(server, sfs):
+    """A file through the mount, on a kept-alive connection: STOR, the mtime
+    command and one SIZE on the same curl perform (put_file), then
+    RNFR/RNTO; no TYPE (the connection is binary already), no MDTM query,
+    no second SIZE.  Before put_file it was EPSV, STOR, MDTM (set), TYPE I,
+    SIZE, MDTM (query), RNFR, RNTO in four performs."""
+    d = os.path.join(server.home, "d")
+    pw = sfs.root / "nas.pass"
+    pw.write_text(server.password + "\n")
+    os.chmod(pw, 0o600)
+    opts = {"user": server.user, "password_file": pw, "connections": 1,
+            "stall_timeout": "10s", "connect_timeout": "10s"}
+    if server.mode != "plain":
+        opts.update(tls_mode=server.mode, tls_ca=server.cert)
+    sfs.add_dest("nas", url=server.url(), **opts)
+    # settle: the mtime is set before the upload starts (no meta job)
+    sfs.set_spool(settle="300ms")
+    sfs.mount(env=child_env())
+    # The first file logs in and makes d/; the second is the one counted.
+    sfs.m("nas", "d").mkdir()
+    warm = sfs.m("nas", "d/warm.txt")
+    warm.write_bytes(b"warm\n")
+    sfs.wait_uploaded(warm, timeout=30)
+    mark = len(server.protocol_log())
+    data = os.urandom(5000)
+    when = 1500000000
+    p = sfs.m("nas", "d/photo.jpg")
+    with open(p, "wb") as f:
+        f.write(data)
+    os.utime(p, (when, when))
+    sfs.wait_uploaded(p, timeout=30)
+    log = server.protocol_log()[mark:]
+    cmds = ftp_commands(log)
+    verbs = [c.split()[0] for c in cmds]
+    assert verbs == ["EPSV", "STOR", "MDTM", "SIZE", "RNFR", "RNTO"], cmds
+    tmp = cmds[1].split(" ", 1)[1]
+    assert tmp.startswith(d + "/") and tmp.endswith(".part"), cmds
+    # vsftpd sets times with "MDTM YYYYMMDDhhmmss path"; no MDTM asks one.
+    assert cmds[2] == "MDTM 20170714024000 " + tmp, cmds
+    assert cmds[3] == "SIZE " + tmp, cmds
+    assert cmds[4:] == ["RNFR " + tmp, "RNTO " + os.path.join(d, "photo.jpg")]
+    assert re.search(r'FTP response: Client "[^"]*", "213 5000"', log), log
+    # What arrived: the content and the mtime.
+    got = os.path.join(d, "photo.jpg")
+    with open(got, "rb") as f:
+        assert f.read() == data
+    assert int(os.stat(got).st_mtime) == when
+    assert sorted(os.listdir(d)) == ["photo.jpg", "warm.txt"]
