@@ -36,6 +36,18 @@
 #define SPOOLFS_CAP_RESUME	(1u << 0)	/* put() at offset > 0 appends */
 #define SPOOLFS_CAP_MTIME	(1u << 1)	/* set_mtime() works */
 #define SPOOLFS_CAP_HASH	(1u << 2)	/* a server-side hash can be checked */
+/*
+ * put() of at least SPOOLFS_SPLIT_MIN bytes to a destination without
+ * max_rate may send parts of the range over more than one connection at
+ * once: until it has returned 0, PATH may hold bytes beyond a gap, so its
+ * size says nothing about what is there.  Such a put reports as progress
+ * only the bytes from its offset on that the server holds without a gap,
+ * and a put at offset > 0 writes from there on over whatever PATH holds
+ * beyond it: an interrupted put is resumed from its last progress, never
+ * from the size.
+ */
+#define SPOOLFS_CAP_SPLIT	(1u << 3)
+#define SPOOLFS_SPLIT_MIN	(64ull << 20)
 
 struct spoolfs_conn {
 	const struct spoolfs_backend *backend;

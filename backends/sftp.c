@@ -121,6 +121,10 @@ struct sftp_conn {
 
 	unsigned char *buf;		/* transfer buffer for put/get */
 	size_t bufcap;			/* its size, at most XFER_BUF */
+
+	/* a second session for the upper half of a big put (sc_split()),
+	 * connected at the first one and kept like this one */
+	struct sftp_conn *aux;
 };
 
 static pthread_once_t sc_init_once = PTHREAD_ONCE_INIT;
@@ -1241,6 +1245,7 @@ static void sc_free(struct sftp_conn *c)
 	}
 	if (c->sock >= 0)
 		close(c->sock);
+	sc_free(c->aux);
 	free(c->root);
 	free(c->buf);
 	free(c);
@@ -2076,6 +2081,186 @@ static int sc_put_tail(struct sftp_conn *c, LIBSSH2_SFTP_HANDLE *h,
  * put and put_file: open, write, for put_file the tail (RSIZE non-NULL),
  * close.  The close is always done, and a failed close is a failed upload.
  */
+/*
+ * Split puts.  libssh2 1.10 encrypts one 16-byte block per call, so one
+ * session is CPU-bound on one core well below what the link and OpenSSH's
+ * sftp reach.  A put of at least SPOOLFS_SPLIT_MIN bytes therefore sends
+ * its upper half over a second session (c->aux, in a thread of its own)
+ * while this one sends the lower half into the same open file: the temp
+ * has a gap until both are done, which SPOOLFS_CAP_SPLIT tells the spool
+ * (it never resumes such a temp from its size).  The lower half's handle
+ * is opened first, so its truncation cannot hit bytes of the upper half;
+ * the tail (fstat, mtime, close) runs on this session after both halves
+ * were acknowledged and the upper half's handle closed.  Progress is what
+ * the server holds without a gap (the lower half, then the upper one), so
+ * the spool resumes an interrupted put from there; it is reported under a
+ * mutex, and a failure or cancel of one half stops the other at its next
+ * report.  Not under max_rate (the limit is per destination); when the
+ * second session cannot be had, the put simply runs on one.
+ */
+struct split {
+	pthread_mutex_t mu;
+	spoolfs_progress_fn progress;
+	void *arg;
+	uint64_t base;			/* the put's offset */
+	uint64_t lo_len;		/* the lower half's length */
+	uint64_t lo_done, hi_done;	/* bytes acked of each half */
+	bool stop;			/* one half failed or was cancelled */
+};
+
+struct split_half {
+	struct split *sp;
+	struct sftp_conn *c;
+	const char *path, *rpath;
+	int fd;
+	uint64_t from, to;
+	bool upper;
+	struct spoolfs_error err;
+	int rc;
+};
+
+static int split_progress(void *arg, uint64_t acked)
+{
+	struct split_half *h = arg;
+	struct split *sp = h->sp;
+	int stop;
+
+	pthread_mutex_lock(&sp->mu);
+	if (h->upper)
+		sp->hi_done = acked - h->from;
+	else
+		sp->lo_done = acked - h->from;
+	stop = sp->stop;
+	/* what the server holds without a gap: the resume point */
+	if (!stop && sp->progress &&
+	    sp->progress(sp->arg, sp->base + sp->lo_done +
+			 (sp->lo_done == sp->lo_len ? sp->hi_done : 0)) != 0)
+		stop = sp->stop = true;
+	pthread_mutex_unlock(&sp->mu);
+	return stop;
+}
+
+static void split_failed(struct split *sp)
+{
+	pthread_mutex_lock(&sp->mu);
+	sp->stop = true;
+	pthread_mutex_unlock(&sp->mu);
+}
+
+static void *split_upper(void *arg)
+{
+	struct split_half *h = arg;
+	struct sftp_conn *c = h->c;
+	LIBSSH2_SFTP_HANDLE *fh;
+	int rc;
+
+	spoolfs_error_clear(&h->err);
+	h->rc = -1;
+	if (sc_buf(c, h->to - h->from, &h->err) < 0)
+		goto out;
+	fh = sc_open_write(c, h->rpath, h->from, &h->err);
+	if (!fh)
+		goto out;
+	h->rc = sc_write_all(c, fh, h->fd, h->path, h->rpath, h->from, h->to,
+			     split_progress, h, &h->err);
+	rc = sc_drop_handle(c, fh);
+	if (h->rc == 0 && rc < 0)
+		h->rc = sc_fail(c, &h->err, rc, false,
+				"cannot close '%s' on %s after writing it",
+				h->rpath, c->where);
+	else if (rc < 0 && rc != LIBSSH2_ERROR_SFTP_PROTOCOL)
+		c->dead = true;
+out:
+	if (h->rc < 0)
+		split_failed(h->sp);
+	return NULL;
+}
+
+/* The second session, connected (again) when needed; NULL: go on alone. */
+static struct sftp_conn *sc_aux(struct sftp_conn *c)
+{
+	struct spoolfs_conn ac = { .backend = &spoolfs_backend_sftp,
+				   .dest = c->dest };
+	struct spoolfs_error e;
+
+	if (c->aux && !c->aux->dead)
+		return c->aux;
+	sc_free(c->aux);
+	c->aux = NULL;
+	if (sftp_connect(&ac, &e) < 0) {
+		log_debug("%s: sftp: no second session for big files: %s",
+			  c->dest->name, e.msg);
+		return NULL;
+	}
+	c->aux = ac.priv;
+	return c->aux;
+}
+
+/*
+ * Write bytes [OFFSET, SIZE) of FD through H (open on RPATH), the upper
+ * half over the second session when the range is big enough and there is
+ * one.
+ */
+static int sc_write_split(struct sftp_conn *c, LIBSSH2_SFTP_HANDLE *h,
+			  int fd, const char *path, const char *rpath,
+			  uint64_t offset, uint64_t size,
+			  spoolfs_progress_fn progress, void *arg,
+			  struct spoolfs_error *err)
+{
+	struct split sp = { .progress = progress, .arg = arg, .base = offset };
+	struct split_half lo, hi;
+	struct sftp_conn *aux = NULL;
+	uint64_t mid;
+	pthread_t t;
+	int rc;
+
+	/* under max_rate a second session gains nothing */
+	if (size - offset >= SPOOLFS_SPLIT_MIN && !c->dest->max_rate)
+		aux = sc_aux(c);
+	if (!aux)
+		return sc_write_all(c, h, fd, path, rpath, offset, size,
+				    progress, arg, err);
+	/* halves in whole MiB, the upper one no bigger */
+	mid = offset + ((size - offset + (1u << 20)) / 2 & ~((1ull << 20) - 1));
+	log_debug("%s: sftp: '%s' bytes %llu..%llu here, %llu..%llu over a "
+		  "second session", c->dest->name, path,
+		  (unsigned long long)offset, (unsigned long long)mid,
+		  (unsigned long long)mid, (unsigned long long)size);
+	pthread_mutex_init(&sp.mu, NULL);
+	sp.lo_len = mid - offset;
+	lo = (struct split_half){ .sp = &sp, .c = c, .path = path,
+				  .rpath = rpath, .fd = fd, .from = offset,
+				  .to = mid };
+	hi = lo;
+	hi.c = aux;
+	hi.from = mid;
+	hi.to = size;
+	hi.upper = true;
+	if (pthread_create(&t, NULL, split_upper, &hi) != 0) {
+		pthread_mutex_destroy(&sp.mu);
+		return sc_write_all(c, h, fd, path, rpath, offset, size,
+				    progress, arg, err);
+	}
+	rc = sc_write_all(c, h, fd, path, rpath, offset, mid, split_progress,
+			  &lo, err);
+	if (rc < 0)
+		split_failed(&sp);
+	pthread_join(t, NULL);
+	pthread_mutex_destroy(&sp.mu);
+	if (rc < 0) {
+		/* a cancel caused by the other half's failure is not news */
+		if (err->code == SPOOLFS_E_CANCELLED && hi.rc < 0 &&
+		    hi.err.code != SPOOLFS_E_CANCELLED)
+			*err = hi.err;
+		return -1;
+	}
+	if (hi.rc < 0) {
+		*err = hi.err;
+		return -1;
+	}
+	return 0;
+}
+
 static int sc_upload(struct sftp_conn *c, const char *path, int fd,
 		     uint64_t offset, uint64_t size, int64_t mtime,
 		     uint64_t *rsize, spoolfs_progress_fn progress, void *arg,
@@ -2093,8 +2278,8 @@ static int sc_upload(struct sftp_conn *c, const char *path, int fd,
 	h = sc_open_write(c, rpath, offset, err);
 	if (!h)
 		goto out;
-	if (sc_write_all(c, h, fd, path, rpath, offset, size, progress, arg,
-			 err) < 0)
+	if (sc_write_split(c, h, fd, path, rpath, offset, size, progress, arg,
+			   err) < 0)
 		goto out_close;
 	if (rsize && sc_put_tail(c, h, path, rpath, mtime, rsize, err) < 0)
 		goto out_close;
@@ -2258,7 +2443,7 @@ out:
 const struct spoolfs_backend spoolfs_backend_sftp = {
 	.scheme = "sftp",
 	.default_port = 22,
-	.caps = SPOOLFS_CAP_RESUME | SPOOLFS_CAP_MTIME,
+	.caps = SPOOLFS_CAP_RESUME | SPOOLFS_CAP_MTIME | SPOOLFS_CAP_SPLIT,
 	.connect = sftp_connect,
 	.disconnect = sftp_disconnect,
 	.mkdirs = sftp_mkdirs,

@@ -370,7 +370,7 @@ void node_save_locked(struct spool *sp, struct spool_node *n)
 			  spool_journal_errmsg(sp->j));
 }
 
-static int node_save_durable_locked(struct spool *sp, struct spool_node *n)
+int node_save_durable_locked(struct spool *sp, struct spool_node *n)
 {
 	struct spool_row r;
 

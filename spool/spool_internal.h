@@ -77,7 +77,9 @@ struct spool_node {
 	int64_t rmtime;
 	char *rtmp;			/* partial upload for resume */
 	struct spool_dest *tmp_dest;
-	uint64_t tmp_gen;
+	uint64_t tmp_gen;		/* 0: written by a split put (a gap) */
+	uint64_t tmp_safe;		/* tmp_gen 0: bytes from 0 without a gap
+					 * (in memory only) */
 	bool meta_gave_up;		/* remote rename/mtime failed for good */
 
 	/* open handles and writes [L] */
@@ -154,6 +156,8 @@ int64_t spool_now_ms(void);
 char *node_relpath_locked(const struct spool_node *n);
 bool node_synced_locked(const struct spool_node *n);
 void node_save_locked(struct spool *sp, struct spool_node *n);
+/* The same, fsynced with fsync = close; -errno on failure (linked nodes only). */
+int node_save_durable_locked(struct spool *sp, struct spool_node *n);
 void node_put_locked(struct spool *sp, struct spool_node *n);
 void node_set_state_locked(struct spool *sp, struct spool_node *n, int state);
 void node_set_error_locked(struct spool_node *n, const char *msg);

@@ -63,6 +63,7 @@ struct job {
 	char *relpath;		/* at claim time */
 	char *rtmp;		/* upload: the temp name; meta/trash: to remove */
 	bool resume;		/* upload: rtmp may hold a partial upload */
+	uint64_t resume_at;	/* ...from this byte (split temp), 0: its size */
 	bool stream;		/* upload: the file is still being written */
 	char *rpath;		/* meta/trash: where the content is now */
 	bool remove_rpath;	/* trash: delete the uploaded copy */
@@ -298,6 +299,14 @@ static int claim_locked(struct job *job, struct spool_dest *d,
 					     n->gen) < 0)
 				job->rtmp = NULL;
 			free(dir);
+			/* a split put's temp of this content: from its
+			 * last progress (see split_begin()) */
+			if (job->rtmp && n->rtmp && n->tmp_dest == d &&
+			    n->tmp_gen == 0 && n->tmp_safe > 0 &&
+			    strcmp(n->rtmp, job->rtmp) == 0) {
+				job->resume = true;
+				job->resume_at = n->tmp_safe;
+			}
 		}
 		if (!job->rtmp)
 			return -1;
@@ -320,6 +329,62 @@ static int claim_locked(struct job *job, struct spool_dest *d,
 }
 
 /*
+ * Split puts (SPOOLFS_CAP_SPLIT): until one returns 0 the temp may have a
+ * gap, so its size must never be taken as a resume offset.  tmp_gen 0
+ * matches no generation, so neither a retry nor the next mount resumes from
+ * the size; a retry resumes from tmp_safe, the last progress of the failed
+ * put (what the server holds without a gap), and after a restart the temp
+ * is sent again from byte 0 under the same name.  Recorded durably before
+ * the put: after a power cut the journal must not call a temp with a gap
+ * resumable.
+ */
+static bool may_split(struct spoolfs_conn *conn, const struct job *job,
+		      uint64_t offset, uint64_t end)
+{
+	return spoolfs_conn_can(conn, SPOOLFS_CAP_SPLIT) &&
+	       !job->d->conf->max_rate && end - offset >= SPOOLFS_SPLIT_MIN;
+}
+
+static int split_begin(struct job *job, struct spoolfs_error *err)
+{
+	struct spool *sp = job->sp;
+	struct spool_node *n = job->n;
+	int rc = 0;
+
+	pthread_mutex_lock(&sp->lock);
+	if (n->linked && n->tmp_gen == job->gen && n->tmp_dest == job->d) {
+		n->tmp_gen = 0;
+		n->tmp_safe = 0;
+		if (node_save_durable_locked(sp, n) < 0)
+			rc = spoolfs_error_set(err, SPOOLFS_E_IO,
+				"cannot record the temp of '%s' in the "
+				"journal: %s", job->relpath,
+				spool_journal_errmsg(sp->j));
+	}
+	pthread_mutex_unlock(&sp->lock);
+	return rc;
+}
+
+static void split_end(struct job *job, uint64_t offset, bool whole)
+{
+	struct spool *sp = job->sp;
+	struct spool_node *n = job->n;
+
+	pthread_mutex_lock(&sp->lock);
+	if (n->tmp_gen == 0 && n->tmp_dest == job->d && n->gen == job->gen) {
+		if (whole) {
+			n->tmp_gen = job->gen;
+			n->tmp_safe = 0;
+			node_save_locked(sp, n);
+		} else {
+			n->tmp_safe = job->last_done > offset ? job->last_done
+							      : offset;
+		}
+	}
+	pthread_mutex_unlock(&sp->lock);
+}
+
+/*
  * Bytes [offset, end) of FD into TMP.  RSIZE NULL: a segment of a stream
  * (more follows); else the whole tail of the upload: mtime set and the
  * server's size in *RSIZE.
@@ -328,11 +393,21 @@ static int put_once(struct spoolfs_conn *conn, struct job *job,
 		    const char *tmp, int fd, uint64_t offset, uint64_t end,
 		    uint64_t *rsize, struct spoolfs_error *err)
 {
+	bool split = may_split(conn, job, offset, end);
+	int rc;
+
+	if (split && split_begin(job, err) < 0)
+		return -1;
 	if (!rsize)
-		return spoolfs_conn_put(conn, tmp, fd, offset, end,
-					job_progress, job, err);
-	return spoolfs_conn_put_file(conn, tmp, fd, offset, end, job->mtime,
-				     job_progress, job, rsize, err);
+		rc = spoolfs_conn_put(conn, tmp, fd, offset, end,
+				      job_progress, job, err);
+	else
+		rc = spoolfs_conn_put_file(conn, tmp, fd, offset, end,
+					   job->mtime, job_progress, job,
+					   rsize, err);
+	if (split || rc == 0)
+		split_end(job, offset, rc == 0);
+	return rc;
 }
 
 /* put_once(), creating the directory when the backend says it is missing */
@@ -388,6 +463,11 @@ static int record_tmp(struct job *job, struct spoolfs_error *err)
 	cancelled = job_cancelled_locked(job);
 	if (cancelled) {
 		rc = spoolfs_error_set(err, SPOOLFS_E_CANCELLED, "cancelled");
+	} else if (!job->resume && n->rtmp && n->tmp_dest == job->d &&
+		   strcmp(n->rtmp, job->rtmp) == 0) {
+		/* the same name, not resumable (split_guard()): the put
+		 * from byte 0 truncates it */
+		n->tmp_gen = job->gen;
 	} else if (!job->resume) {
 		char *copy = strdup(job->rtmp);
 
@@ -474,6 +554,9 @@ static int run_upload(struct job *job, struct spoolfs_conn *conn,
 	    spoolfs_conn_stat(conn, job->rtmp, &st, &ignored) == 0 &&
 	    st.size <= job->size)
 		offset = st.size;
+	/* a split temp may hold more, beyond a gap: the put overwrites it */
+	if (job->resume_at)
+		offset = offset >= job->resume_at ? job->resume_at : 0;
 	if (record_tmp(job, err) < 0)
 		goto out;
 	if (offset)

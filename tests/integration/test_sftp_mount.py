@@ -516,3 +516,60 @@ def test_rsync_a_twice_transfers_nothing_the_second_time(sshd, sfs):
     assert len(sfs.uploaded_lines("box")) == uploads, "uploaded again"
     assert_same_files(sfs.src, sshd.root, mtime=True)
     assert sfs.data_files() == []
+
+
+# ------------------------------------------------- big files, two sessions
+
+def test_big_file_goes_over_two_sessions(sshd, sfs):
+    """libssh2 is CPU-bound on one core: a put of >= 64 MiB sends its upper
+    half over a second session.  The file arrives whole, nothing else."""
+    size = 150 * 1000 * 1000 + 4321
+    add_box(sfs, sshd)
+    src = sfs.src / "big.raw"
+    digest = make_big_file(src, size, seed=21)
+    sfs.mount("-d", env=child_env())
+    p = sfs.m("box", "big.raw")
+    run(["cp", src, p])
+    sfs.wait_uploaded(p, timeout=120)
+    assert sha256(sshd.root / "big.raw") == digest
+    assert server_entries(sshd) == ["big.raw"]
+    assert re.search(r"sftp: '\.spoolfs-\S+\.part' bytes \d+\.\.\d+ here, "
+                     r"\d+\.\.\d+ over a second session", sfs.log()), \
+        sfs.log_tail()
+    assert sfs.xattr(p, "progress") == str(size)
+
+
+def test_server_killed_during_a_split_put_resumes_without_a_gap(sshd, sfs):
+    """A temp written by two sessions at once has a gap until both are done,
+    so its size is no resume point: the retry resumes from what the server
+    held without a gap (the progress), and the file arrives whole."""
+    size = 400 * 1000 * 1000
+    add_box(sfs, sshd, connections=1, retries=10, backoff="300ms..1s",
+            stall_timeout="5s")
+    src = sfs.src / "big.bin"
+    digest = make_big_file(src, size, seed=22)
+    sfs.mount("-d", env=child_env())
+    p = sfs.m("box", "big.bin")
+    run(["cp", src, p])
+    seen = []
+
+    def split_and_sent():
+        if "over a second session" not in sfs.log():
+            return False
+        seen[:] = [int(sfs.xattr(p, "progress") or 0)]
+        return seen[0] > 40_000_000
+    wait_until(split_and_sent, 60, "a split put with 40 MB sent without a gap",
+               state=lambda: describe(sfs, sshd, [p]), interval=0.01)
+    sshd.kill()
+    assert sfs.state(p) != "uploaded", "the upload finished before the kill"
+    time.sleep(0.3)
+    sshd.start()
+
+    sfs.wait_uploaded(p, timeout=120)
+    assert sha256(sshd.root / "big.bin") == digest
+    assert server_entries(sshd) == ["big.bin"]
+    m = re.search(r"^spoolfs: box: resuming 'big\.bin' at byte (\d+) of "
+                  rf"{size}$", sfs.log(), re.M)
+    assert m, "no resume line\n" + sfs.log_tail()
+    resumed_at = int(m.group(1))
+    assert seen[0] <= resumed_at < size, (seen[0], resumed_at)
