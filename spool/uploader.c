@@ -489,6 +489,19 @@ out:
 	return rc;
 }
 
+/* Wait for news of a streamed file (stream_cond) until UNTIL, at most
+ * STREAM_WAIT_STEP_MS from NOW. */
+static void stream_wait_locked(struct spool *sp, int64_t until, int64_t now)
+{
+	struct timespec ts;
+
+	if (until > now + STREAM_WAIT_STEP_MS)
+		until = now + STREAM_WAIT_STEP_MS;
+	ts.tv_sec = until / 1000;
+	ts.tv_nsec = (until % 1000) * 1000000;
+	pthread_cond_timedwait(&sp->stream_cond, &sp->lock, &ts);
+}
+
 /*
  * The server holds RSIZE bytes in the temp: check them, wait out what is
  * left of `settle`, and rename the temp to the name the file has NOW.
@@ -512,16 +525,8 @@ static int commit_tmp(struct job *job, struct spoolfs_conn *conn,
 	pthread_mutex_lock(&sp->lock);
 	/* only a streamed file can get here before its ready_at */
 	while (!(cancelled = job_cancelled_locked(job)) &&
-	       (now = spool_now_ms()) < n->ready_at) {
-		int64_t until = n->ready_at;
-		struct timespec ts;
-
-		if (until > now + STREAM_WAIT_STEP_MS)
-			until = now + STREAM_WAIT_STEP_MS;
-		ts.tv_sec = until / 1000;
-		ts.tv_nsec = (until % 1000) * 1000000;
-		pthread_cond_timedwait(&sp->stream_cond, &sp->lock, &ts);
-	}
+	       (now = spool_now_ms()) < n->ready_at)
+		stream_wait_locked(sp, n->ready_at, now);
 	*final = cancelled ? NULL : node_relpath_locked(n);
 	pthread_mutex_unlock(&sp->lock);
 	if (cancelled)
@@ -612,8 +617,7 @@ static int run_stream(struct job *job, struct spoolfs_conn *conn,
 	}
 	pthread_mutex_lock(&sp->lock);
 	for (;;) {
-		int64_t now = spool_now_ms(), until;
-		struct timespec ts;
+		int64_t now = spool_now_ms();
 
 		if (job_cancelled_locked(job)) {
 			pthread_mutex_unlock(&sp->lock);
@@ -654,10 +658,7 @@ static int run_stream(struct job *job, struct spoolfs_conn *conn,
 				  sent);
 			goto out;	/* handed back */
 		}
-		until = now + STREAM_WAIT_STEP_MS;
-		ts.tv_sec = until / 1000;
-		ts.tv_nsec = (until % 1000) * 1000000;
-		pthread_cond_timedwait(&sp->stream_cond, &sp->lock, &ts);
+		stream_wait_locked(sp, now + STREAM_WAIT_STEP_MS, now);
 		if (n->size - sent >= STREAM_SEG)
 			grew_ms = spool_now_ms();
 	}

@@ -33,6 +33,12 @@ def wait_temp_grows(env, size, what="the file"):
                + env.log_tail())
 
 
+def wait_no_temp(dst):
+    """A stale temp goes to the trash; a worker removes it."""
+    wait_until(lambda: temps(dst) == [], 30, "no temp left",
+               state=lambda: str(temps(dst)))
+
+
 def digest(data: bytes) -> str:
     import hashlib
     return hashlib.sha256(data).hexdigest()
@@ -70,8 +76,7 @@ def test_rewriting_bytes_already_sent_uploads_the_new_content(mounted):
     mounted.wait_uploaded(path)
     assert sha256(dst / "rewritten.bin") == digest(bytes(data))
     # the stale temp goes to the trash and is removed
-    wait_until(lambda: temps(dst) == [], 30, "no temp left",
-               state=lambda: str(temps(dst)))
+    wait_no_temp(dst)
 
 
 def test_truncate_below_what_was_sent(mounted):
@@ -87,8 +92,7 @@ def test_truncate_below_what_was_sent(mounted):
         f.write(tail)
     mounted.wait_uploaded(path)
     assert sha256(dst / "truncated.bin") == digest(head[:10 * MiB] + tail)
-    wait_until(lambda: temps(dst) == [], 30, "no temp left",
-               state=lambda: str(temps(dst)))
+    wait_no_temp(dst)
 
 
 def test_pause_with_the_file_open_then_rewrite(mounted):
@@ -110,8 +114,7 @@ def test_pause_with_the_file_open_then_rewrite(mounted):
         f.write(data[36 * MiB:])
     mounted.wait_uploaded(path)
     assert sha256(dst / "paused.bin") == digest(bytes(data))
-    wait_until(lambda: temps(dst) == [], 30, "no temp left",
-               state=lambda: str(temps(dst)))
+    wait_no_temp(dst)
 
 
 def test_pause_then_append_resumes_the_temp(mounted):
@@ -147,5 +150,4 @@ def test_rename_and_rm_while_streaming(mounted):
     assert sha256(dst / "import/IMG_1.CR3") == digest(data)
     assert not (dst / "import/.IMG_1.CR3.part").exists()
     assert not (dst / "gone.bin").exists()
-    wait_until(lambda: temps(dst) == [], 30, "no temp left",
-               state=lambda: str(temps(dst)))
+    wait_no_temp(dst)
