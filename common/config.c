@@ -145,6 +145,7 @@ static const struct key_desc dest_keys[] = {
 	  EXPECT_BOOL },
 	{ "require_mount", KEY_BOOL, DOFF(require_mount), SCH_FILE, 0, 0,
 	  EXPECT_BOOL },
+	{ "stream", KEY_BOOL, DOFF(stream), SCH_ALL, 0, 0, EXPECT_BOOL },
 };
 
 #define MAX_KEYS 32
@@ -1334,6 +1335,12 @@ static int finish_dest(struct cfg_parse *p, struct spoolfs_dest *d,
 		d->user = dp->url_user;
 		dp->url_user = NULL;
 	}
+	/* default: stream where the upload is the slow part, not into a
+	 * directory that competes with the writer for the same disk */
+	for (i = 0; i < ARRAY_SIZE(dest_keys); i++)
+		if (strcmp(dest_keys[i].name, "stream") == 0 &&
+		    !dp->key_line[i])
+			d->stream = dp->scheme != SCH_FILE;
 	if (!d->known_hosts) {
 		d->known_hosts = home_path(".ssh/known_hosts");
 		if (!d->known_hosts)

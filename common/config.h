@@ -64,6 +64,8 @@ struct spoolfs_dest {
 	char *fallback;		/* name of another [dest], or NULL */
 	bool delete_remote;	/* rm of an uploaded file deletes it remotely */
 	bool keep_uploaded;	/* keep spool content after upload */
+	bool stream;		/* upload big files while they are written
+				 * (default: network destinations) */
 	bool require_mount;	/* file://: the root must be a mount point */
 };
 

@@ -945,7 +945,7 @@ void stream_offer_locked(struct spool *sp, struct spool_node *n)
 	if (n->area != SPOOL_AREA_MAIN || !n->linked || !sp->started)
 		return;
 	d = node_job_dest_locked(n);
-	if (d->stream_offer)
+	if (d->stream_offer || !d->conf->stream)
 		return;
 	d->stream_offer = n;
 	n->refs++;

@@ -11,9 +11,20 @@ temp is left behind."""
 import os
 import time
 
+import pytest
+
 from spoolfs_harness import pseudo_random, sha256, wait_until
 
 MiB = 1 << 20
+
+
+@pytest.fixture
+def mounted(sfs):
+    """A file:// destination with streaming on (its default is off: a local
+    directory shares the writer's disk; network destinations stream)."""
+    sfs.add_dest("local", stream="yes")
+    sfs.mount()
+    return sfs
 
 
 def temps(root):
@@ -151,3 +162,4 @@ def test_rename_and_rm_while_streaming(mounted):
     assert not (dst / "import/.IMG_1.CR3.part").exists()
     assert not (dst / "gone.bin").exists()
     wait_no_temp(dst)
+

@@ -209,6 +209,7 @@ static void test_design_example(void)
 		CHECK_EQ_STR(d->fallback, "nas-sftp");
 		CHECK_EQ_STR(d->url_display, "ftps://photo@nas.example/photos");
 		CHECK(!d->delete_remote && !d->keep_uploaded);
+		CHECK(d->stream);	/* a network destination */
 	}
 	d = spoolfs_config_dest(&cfg, "nas-sftp");
 	CHECK(d != NULL);
@@ -401,6 +402,19 @@ static void test_syntax(void)
 		CHECK_EQ_INT(cfg.dests[0].connections, 2);
 		CHECK_EQ_INT(cfg.dests[0].retries, 8);
 		CHECK(cfg.dests[0].tls_verify);
+		/* a local directory shares the writer's disk */
+		CHECK(!cfg.dests[0].stream);
+	}
+	spoolfs_config_release(&cfg);
+	/* stream: on for network destinations, off for file://, as set */
+	rc = load(&cfg, "[dest a]\nurl=file:///x\nstream = yes\n"
+		  "[dest b]\nurl=sftp://u@h/x\n"
+		  "[dest c]\nurl=ftp://h/x\nstream = no\n", err, sizeof(err));
+	CHECK_EQ_INT(rc, 0);
+	if (rc == 0) {
+		CHECK(cfg.dests[0].stream);
+		CHECK(cfg.dests[1].stream);
+		CHECK(!cfg.dests[2].stream);
 	}
 	spoolfs_config_release(&cfg);
 	unsetenv("XDG_CACHE_HOME");
