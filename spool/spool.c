@@ -56,9 +56,11 @@ struct spool_handle {
  * With fsync = close, close() waits for fdatasync() of everything written.
  * Starting the writeback of every KICK_BYTES as they arrive (without
  * waiting for it) lets the disk work while the writer still sends, so the
- * fdatasync at close has little left to do.
+ * fdatasync at close has little left to do.  Every MiB, not every 8: a
+ * photo-sized file (a few MiB) then also arrives mostly written back
+ * (cp -r of 200 x 5 MiB: 0.81x the time, A/B 4 rounds; 1 GiB unchanged).
  */
-#define KICK_BYTES (8u << 20)
+#define KICK_BYTES (1u << 20)
 
 int64_t spool_now_ms(void)
 {
