@@ -91,16 +91,31 @@ int spoolfs_conn_mkdirs(struct spoolfs_conn *conn, const char *dir,
 	return op_result(conn->backend->mkdirs(conn, dir, err), err, "mkdir");
 }
 
+/* Where a put of SIZE bytes starts: OFFSET only where it can resume. */
+static uint64_t put_start(const struct spoolfs_conn *conn, uint64_t offset,
+			  uint64_t size)
+{
+	if (!(conn->backend->caps & SPOOLFS_CAP_RESUME) || offset > size)
+		return 0;
+	return offset;
+}
+
+bool spoolfs_split_allowed(const struct spoolfs_dest *dest, uint64_t offset,
+			   uint64_t end)
+{
+	/* under max_rate a second connection gains nothing: the limit is
+	 * per destination */
+	return !dest->max_rate && end >= offset &&
+	       end - offset >= SPOOLFS_SPLIT_MIN;
+}
+
 int spoolfs_conn_put(struct spoolfs_conn *conn, const char *path, int fd,
 		     uint64_t offset, uint64_t size,
 		     spoolfs_progress_fn progress, void *arg,
 		     struct spoolfs_error *err)
 {
 	spoolfs_error_clear(err);
-	if (offset > 0 && !(conn->backend->caps & SPOOLFS_CAP_RESUME))
-		offset = 0;
-	if (offset > size)
-		offset = 0;
+	offset = put_start(conn, offset, size);
 	return op_result(conn->backend->put(conn, path, fd, offset, size,
 					    progress, arg, err),
 			 err, "upload");
@@ -128,10 +143,7 @@ int spoolfs_conn_put_file(struct spoolfs_conn *conn, const char *path,
 		return 0;
 	}
 	spoolfs_error_clear(err);
-	if (offset > 0 && !(b->caps & SPOOLFS_CAP_RESUME))
-		offset = 0;
-	if (offset > size)
-		offset = 0;
+	offset = put_start(conn, offset, size);
 	if (!(b->caps & SPOOLFS_CAP_MTIME))
 		mtime = -1;
 	*rsize = UINT64_MAX;

@@ -176,6 +176,13 @@ int spoolfs_conn_get(struct spoolfs_conn *conn, const char *path, int fd,
 		     spoolfs_progress_fn progress, void *arg,
 		     struct spoolfs_error *err);
 bool spoolfs_conn_can(const struct spoolfs_conn *conn, unsigned cap);
+/*
+ * Whether a put of bytes [OFFSET, END) to DEST may be split
+ * (SPOOLFS_CAP_SPLIT): the one rule the backend that splits and the spool
+ * that must then not resume from the size both follow.
+ */
+bool spoolfs_split_allowed(const struct spoolfs_dest *dest, uint64_t offset,
+			   uint64_t end);
 
 /*
  * The connection test of `spoolfs check`: connect, create DIR (relative,

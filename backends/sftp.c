@@ -2214,8 +2214,7 @@ static int sc_write_split(struct sftp_conn *c, LIBSSH2_SFTP_HANDLE *h,
 	pthread_t t;
 	int rc;
 
-	/* under max_rate a second session gains nothing */
-	if (size - offset >= SPOOLFS_SPLIT_MIN && !c->dest->max_rate)
+	if (spoolfs_split_allowed(c->dest, offset, size))
 		aux = sc_aux(c);
 	if (!aux)
 		return sc_write_all(c, h, fd, path, rpath, offset, size,

@@ -338,11 +338,11 @@ static int claim_locked(struct job *job, struct spool_dest *d,
  * the put: after a power cut the journal must not call a temp with a gap
  * resumable.
  */
-static bool may_split(struct spoolfs_conn *conn, const struct job *job,
-		      uint64_t offset, uint64_t end)
+static bool may_split(struct spoolfs_conn *conn, uint64_t offset,
+		      uint64_t end)
 {
 	return spoolfs_conn_can(conn, SPOOLFS_CAP_SPLIT) &&
-	       !job->d->conf->max_rate && end - offset >= SPOOLFS_SPLIT_MIN;
+	       spoolfs_split_allowed(conn->dest, offset, end);
 }
 
 static int split_begin(struct job *job, struct spoolfs_error *err)
@@ -393,7 +393,7 @@ static int put_once(struct spoolfs_conn *conn, struct job *job,
 		    const char *tmp, int fd, uint64_t offset, uint64_t end,
 		    uint64_t *rsize, struct spoolfs_error *err)
 {
-	bool split = may_split(conn, job, offset, end);
+	bool split = may_split(conn, offset, end);
 	int rc;
 
 	if (split && split_begin(job, err) < 0)
