@@ -717,10 +717,20 @@ def all_xattrs(root: Path) -> str:
     return "\n".join(out)
 
 
-def need_root():
-    """Password logins need root: PAM checks a real unix user."""
+def unavailable(reason: str, require_env: str):
+    """A server or tool a test needs is missing: skip, unless REQUIRE_ENV
+    (SPOOLFS_REQUIRE_SFTP, SPOOLFS_REQUIRE_FTP; .ci/run sets both) is 1,
+    where a missing piece fails the test instead of hiding behind a skip."""
     import pytest
 
+    if os.environ.get(require_env) == "1":
+        pytest.fail(f"{reason} ({require_env}=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+def need_root():
+    """Password logins need root: PAM checks a real unix user."""
     if os.geteuid() != 0:
-        pytest.skip("password logins need root (PAM and a unix user)")
+        unavailable("password logins need root (PAM and a unix user)",
+                    "SPOOLFS_REQUIRE_SFTP")
 

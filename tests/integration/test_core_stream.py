@@ -50,6 +50,13 @@ def wait_no_temp(dst):
                state=lambda: str(temps(dst)))
 
 
+def assert_arrived(env, name, data):
+    """NAME is uploaded with exactly DATA, and no temp is left behind."""
+    env.wait_uploaded(env.m("local", name))
+    assert sha256(env.dest_dir() / name) == digest(data)
+    wait_no_temp(env.dest_dir())
+
+
 def digest(data: bytes) -> str:
     import hashlib
     return hashlib.sha256(data).hexdigest()
@@ -72,7 +79,6 @@ def test_big_file_is_on_the_destination_while_still_written(mounted):
 
 
 def test_rewriting_bytes_already_sent_uploads_the_new_content(mounted):
-    dst = mounted.dest_dir()
     data = bytearray(pseudo_random(72 * MiB, 8))
     path = mounted.m("local", "rewritten.bin")
     with open(path, "wb", buffering=0) as f:
@@ -84,14 +90,11 @@ def test_rewriting_bytes_already_sent_uploads_the_new_content(mounted):
         data[1000:1000 + 1000] = b"NEW HEADER" * 100
         f.seek(40 * MiB)
         f.write(data[40 * MiB:])
-    mounted.wait_uploaded(path)
-    assert sha256(dst / "rewritten.bin") == digest(bytes(data))
     # the stale temp goes to the trash and is removed
-    wait_no_temp(dst)
+    assert_arrived(mounted, "rewritten.bin", bytes(data))
 
 
 def test_truncate_below_what_was_sent(mounted):
-    dst = mounted.dest_dir()
     head = pseudo_random(40 * MiB, 9)
     tail = pseudo_random(36 * MiB, 10)
     path = mounted.m("local", "truncated.bin")
@@ -101,16 +104,13 @@ def test_truncate_below_what_was_sent(mounted):
         f.truncate(10 * MiB)
         f.seek(10 * MiB)
         f.write(tail)
-    mounted.wait_uploaded(path)
-    assert sha256(dst / "truncated.bin") == digest(head[:10 * MiB] + tail)
-    wait_no_temp(dst)
+    assert_arrived(mounted, "truncated.bin", head[:10 * MiB] + tail)
 
 
 def test_pause_with_the_file_open_then_rewrite(mounted):
     """A file that stops growing is handed back (a worker is not held by an
     idle writer); its temp is resumed after close, unless the writer
     changed bytes the temp already holds."""
-    dst = mounted.dest_dir()
     data = bytearray(pseudo_random(48 * MiB, 11))
     path = mounted.m("local", "paused.bin")
     with open(path, "wb", buffering=0) as f:
@@ -123,9 +123,7 @@ def test_pause_with_the_file_open_then_rewrite(mounted):
         data[5:5 + 23] = b"changed after the pause"
         f.seek(36 * MiB)
         f.write(data[36 * MiB:])
-    mounted.wait_uploaded(path)
-    assert sha256(dst / "paused.bin") == digest(bytes(data))
-    wait_no_temp(dst)
+    assert_arrived(mounted, "paused.bin", bytes(data))
 
 
 def test_pause_then_append_resumes_the_temp(mounted):

@@ -29,25 +29,20 @@ from pathlib import Path
 import pytest
 
 from ftp_server import FtpServer, have_vsftpd
-from spoolfs_harness import child_env, pseudo_random, run, wait_until, write_file
+from spoolfs_harness import (child_env, pseudo_random, run, unavailable,
+                             wait_until, write_file)
 from sshd_server import SSHD, SshServer
 
 FILES = {"2026/DSC_0001.NEF": 700_000, "2026/DSC_0002.NEF": 1_300_000,
          "2026/05/DSC_0003.JPG": 90_000, "empty.txt": 0}
 
 
-def _skip(reason, env):
-    if os.environ.get(env) == "1":
-        pytest.fail(f"{reason} ({env}=1)", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture
 def ftps():
     if os.geteuid() != 0:
-        _skip("vsftpd local-user logins need root", "SPOOLFS_REQUIRE_FTP")
+        unavailable("vsftpd local-user logins need root", "SPOOLFS_REQUIRE_FTP")
     if not have_vsftpd():
-        _skip("no /usr/sbin/vsftpd (apt-get install vsftpd)",
+        unavailable("no /usr/sbin/vsftpd (apt-get install vsftpd)",
               "SPOOLFS_REQUIRE_FTP")
     srv = FtpServer("explicit")
     try:
@@ -59,7 +54,7 @@ def ftps():
 @pytest.fixture
 def sshd():
     if not os.access(SSHD, os.X_OK):
-        _skip("no /usr/sbin/sshd (apt-get install openssh-server)",
+        unavailable("no /usr/sbin/sshd (apt-get install openssh-server)",
               "SPOOLFS_REQUIRE_SFTP")
     srv = SshServer()
     try:

@@ -6,8 +6,8 @@ Covers issue 4's "through the mount" list, for each server and mode:
 
   vsftpd    plain FTP, explicit FTPS (AUTH TLS, require_ssl_reuse=YES),
             implicit FTPS (TLS from the first byte, on a free port)
-  pure-ftpd plain FTP, explicit FTPS; implicit is skipped (see
-            PURE_IMPLICIT_SKIP)
+  pure-ftpd plain FTP, explicit FTPS; not implicit (Debian builds it
+            without --with-implicittls; see SERVERS)
 
   - `cp -r` of a tree with odd names, a 0-byte file, a 32 MiB file and
     2000 small files: byte for byte on the server, no temp left; names the
@@ -27,7 +27,7 @@ Covers issue 4's "through the mount" list, for each server and mode:
 Needs root (FTP local-user logins of the `spoolfs-ftp` unix user) and
 vsftpd; the pure-ftpd cases need scripts/install-deps --test (which unpacks
 it into /opt/pure-ftpd).  Missing servers skip, unless
-SPOOLFS_REQUIRE_FTP=1.
+SPOOLFS_REQUIRE_FTP=1 (.ci/run sets it): then they fail.
 
 Run: SPOOLFS_BIN=build/spoolfs /usr/bin/python3 -m pytest \
          tests/integration/test_ftp_mount.py
@@ -45,13 +45,9 @@ import pytest
 from ftp_server import FtpServer, have_vsftpd, pure_ftpd_path
 from spoolfs_harness import (all_xattrs, child_env, make_big_file,
                              make_flat_tree, pseudo_random, run, sha256,
-                             stray_names, wait_until, write_file)
+                             stray_names, unavailable, wait_until,
+                             write_file)
 
-
-PURE_IMPLICIT_SKIP = (
-    "pure-ftpd cannot do implicit FTPS here: implicit TLS is a compile-time "
-    "option (--with-implicittls) that Debian's pure-ftpd is built without, "
-    "and it would turn every connection on the port implicit")
 
 # (impl, mode) -> pytest id
 SERVERS = [
@@ -60,8 +56,9 @@ SERVERS = [
     pytest.param(("vsftpd", "implicit"), id="vsftpd-implicit"),
     pytest.param(("pure-ftpd", "plain"), id="pure-plain"),
     pytest.param(("pure-ftpd", "explicit"), id="pure-explicit"),
-    pytest.param(("pure-ftpd", "implicit"), id="pure-implicit",
-                 marks=pytest.mark.skip(reason=PURE_IMPLICIT_SKIP)),
+    # No pure-ftpd implicit FTPS: implicit TLS is a compile-time option
+    # (--with-implicittls) that Debian's pure-ftpd is built without, and it
+    # would turn every connection on the port implicit.
 ]
 TLS_SERVERS = [p for p in SERVERS if p.values[0][1] != "plain"]
 # The copy of 2000 files over TLS (a TLS data connection each) takes ~10 s
@@ -88,9 +85,7 @@ def _missing(impl: str) -> str | None:
 def _need(impl: str):
     reason = _missing(impl)
     if reason:
-        if os.environ.get("SPOOLFS_REQUIRE_FTP") == "1":
-            pytest.fail(reason + " (SPOOLFS_REQUIRE_FTP=1)", pytrace=False)
-        pytest.skip(reason)
+        unavailable(reason, "SPOOLFS_REQUIRE_FTP")
 
 
 # ------------------------------------------------------------ fixtures

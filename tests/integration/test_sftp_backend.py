@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from spoolfs_harness import need_root
+from spoolfs_harness import need_root, unavailable
 from sshd_server import SSHD, TEST_USER, SshServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,9 +63,7 @@ def _missing() -> str | None:
 def _need_tools():
     reason = _missing()
     if reason:
-        if os.environ.get("SPOOLFS_REQUIRE_SFTP") == "1":
-            pytest.fail(reason + " (SPOOLFS_REQUIRE_SFTP=1)", pytrace=False)
-        pytest.skip(reason)
+        unavailable(reason, "SPOOLFS_REQUIRE_SFTP")
 
 
 
@@ -264,7 +262,8 @@ def test_encrypted_key(sshd):
 
 def test_agent_auth(sshd, tmp_path):
     if not shutil.which("ssh-agent"):
-        pytest.skip("no ssh-agent")
+        unavailable("no ssh-agent (apt-get install openssh-client)",
+                    "SPOOLFS_REQUIRE_SFTP")
     sock = tmp_path / "agent.sock"
     agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)],
                              stdout=subprocess.DEVNULL)
@@ -373,7 +372,7 @@ def test_ipv6(sshd):
         with socket.socket(socket.AF_INET6) as t:
             t.bind(("::1", 0))
     except OSError:
-        pytest.skip("no IPv6 loopback")
+        unavailable("no IPv6 loopback", "SPOOLFS_REQUIRE_SFTP")
     sshd.reconfigure(extra_config=f"ListenAddress [::1]:{sshd.port}")
     kh = sshd.dir / "known_hosts6"
     kh.write_text(sshd.known_hosts_line(host=f"[::1]:{sshd.port}") + "\n")
@@ -555,7 +554,8 @@ class LoggedSftpServer(SshServer):
 def logged_sshd(tmp_path):
     """Requested before sfs, so the server outlives the daemon's unmount."""
     if not os.access(SFTP_SERVER, os.X_OK):
-        pytest.skip(f"no {SFTP_SERVER}")
+        unavailable(f"no {SFTP_SERVER} (apt-get install openssh-sftp-server)",
+                    "SPOOLFS_REQUIRE_SFTP")
     with LoggedSftpServer(tmp_path / "sftp-requests.log") as srv:
         yield srv
 

@@ -34,7 +34,8 @@ import pytest
 from spoolfs_harness import (all_xattrs, assert_same_files, child_env,
                              make_big_file, make_flat_tree, need_root,
                              pseudo_random, run, scaled, sha256, spoolfs_bin,
-                             stray_names, wait_until, write_file)
+                             stray_names, unavailable, wait_until,
+                             write_file)
 from sshd_server import SSHD, TEST_USER, SshServer
 
 PASSWORD = "Spoolfs-m0unt-s3cret-pw"
@@ -54,10 +55,8 @@ ODD_NAMES = [
 @pytest.fixture(autouse=True)
 def _need_sshd():
     if not os.access(SSHD, os.X_OK):
-        reason = "no /usr/sbin/sshd (apt-get install openssh-server)"
-        if os.environ.get("SPOOLFS_REQUIRE_SFTP") == "1":
-            pytest.fail(reason + " (SPOOLFS_REQUIRE_SFTP=1)", pytrace=False)
-        pytest.skip(reason)
+        unavailable("no /usr/sbin/sshd (apt-get install openssh-server)",
+                    "SPOOLFS_REQUIRE_SFTP")
 
 
 
@@ -235,7 +234,8 @@ def test_debug_log_shows_each_step_never_the_password(servers, sfs):
 
 def test_ssh_agent_auth(sshd, sfs, tmp_path):
     if not (shutil.which("ssh-agent") and shutil.which("ssh-add")):
-        pytest.skip("no ssh-agent / ssh-add (apt-get install openssh-client)")
+        unavailable("no ssh-agent / ssh-add (apt-get install openssh-client)",
+                    "SPOOLFS_REQUIRE_SFTP")
     sock = tmp_path / "agent.sock"
     agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)],
                              stdin=subprocess.DEVNULL,
@@ -495,7 +495,7 @@ def _transferred(stats: str) -> int:
 
 def test_rsync_a_twice_transfers_nothing_the_second_time(sshd, sfs):
     if not shutil.which("rsync"):
-        pytest.skip("no rsync")
+        unavailable("no rsync (apt-get install rsync)", "SPOOLFS_REQUIRE_SFTP")
     add_box(sfs, sshd)
     src = sfs.src / "photos"
     make_flat_tree(src, 200, 3000, dirs=4, seed=9)
