@@ -441,12 +441,19 @@ static void data_unlink(struct spool *sp, int64_t id)
 			 name);
 }
 
+/*
+ * The journal learns first that the copy is gone, then it goes: a crash in
+ * between leaves an orphan file (swept at the next mount), never a row
+ * whose content has vanished (which the next mount would try to upload).
+ * Saves N.
+ */
 void node_free_data_locked(struct spool *sp, struct spool_node *n)
 {
 	if (!n->has_data)
 		return;
 	UNCHARGE(sp, n);
 	n->has_data = false;
+	node_save_locked(sp, n);
 	data_unlink(sp, n->id);
 }
 
@@ -618,6 +625,7 @@ void node_fail_locked(struct spool *sp, struct spool_node *n, const char *msg)
 {
 	char *rel = node_relpath_locked(n), *slash;
 	struct spool_node *fdir = NULL, *old;
+	int64_t gone_id = 0;
 
 	queue_remove_locked(n);
 	node_set_error_locked(n, msg);
@@ -641,7 +649,7 @@ void node_fail_locked(struct spool *sp, struct spool_node *n, const char *msg)
 			queue_remove_locked(old);
 			spool_journal_delete(sp->j, old->id);
 			if (old->has_data)
-				data_unlink(sp, old->id);
+				gone_id = old->id;	/* after the commit */
 			old->has_data = false;
 			old->refs++;
 			node_put_locked(sp, old);
@@ -659,6 +667,8 @@ void node_fail_locked(struct spool *sp, struct spool_node *n, const char *msg)
 	}
 	node_save_locked(sp, n);
 	spool_journal_commit(sp->j);
+	if (gone_id)
+		data_unlink(sp, gone_id);
 	free(rel);
 }
 
@@ -994,16 +1004,16 @@ static void file_unlink_locked(struct spool *sp, struct spool_node *n)
 {
 	bool del_remote = n->area == SPOOL_AREA_MAIN && n->rdest &&
 			  n->dest->conf->delete_remote;
+	bool had_data = n->has_data;
 
 	queue_remove_locked(n);
 	dir_detach(sp, n);
 	n->gen++;		/* cancels a running upload */
 	if (n->streaming)
 		pthread_cond_broadcast(&sp->stream_cond);
-	if (n->has_data) {
-		data_unlink(sp, n->id);
-		n->has_data = false;
-	}
+	/* the content goes only after the journal forgot it (see
+	 * node_free_data_locked()) */
+	n->has_data = false;
 	if (!del_remote) {
 		free(n->rpath);
 		n->rpath = NULL;
@@ -1016,9 +1026,13 @@ static void file_unlink_locked(struct spool *sp, struct spool_node *n)
 		dir_attach(sp, sp->trash, n);
 		node_save_locked(sp, n);
 		node_requeue_locked(sp, n);
+		if (had_data)
+			data_unlink(sp, n->id);
 		return;
 	}
 	spool_journal_delete(sp->j, n->id);
+	if (had_data)
+		data_unlink(sp, n->id);
 	n->refs++;
 	node_put_locked(sp, n);
 }
@@ -2224,11 +2238,12 @@ static int recover(struct spool *sp, struct loader *ld, char *errbuf,
 			resumed++;
 			node_set_state_locked(sp, n, SPOOL_QUEUED);
 		}
+		node_requeue_locked(sp, n);
 		if (n->state == SPOOL_UPLOADED && n->has_data &&
 		    !n->dest->conf->keep_uploaded)
-			node_free_data_locked(sp, n);
-		node_requeue_locked(sp, n);
-		node_save_locked(sp, n);
+			node_free_data_locked(sp, n);	/* saves */
+		else
+			node_save_locked(sp, n);
 	}
 	spool_journal_commit(sp->j);
 	if (incomplete || resumed || lost)

@@ -804,12 +804,13 @@ static void finish_ok_locked(struct job *job, char *final)
 	node_set_error_locked(n, NULL);
 	n->busy = false;
 	node_requeue_locked(sp, n);
-	if (n->state == SPOOL_UPLOADED) {
+	if (n->state == SPOOL_UPLOADED)
 		n->progress = n->size;
-		if (n->openers == 0 && !n->dest->conf->keep_uploaded)
-			node_free_data_locked(sp, n);
-	}
-	node_save_locked(sp, n);
+	if (n->state == SPOOL_UPLOADED && n->has_data && n->openers == 0 &&
+	    !n->dest->conf->keep_uploaded)
+		node_free_data_locked(sp, n);	/* saves first */
+	else
+		node_save_locked(sp, n);
 	if (job->kind == JOB_UPLOAD) {
 		char *url = spoolfs_remote_url(d->conf, final);
 
