@@ -11,12 +11,14 @@
 #include "../common/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define SCHEMA_VERSION 1
 
@@ -26,6 +28,7 @@ struct spool_journal {
 	sqlite3_stmt *st_save;
 	sqlite3_stmt *st_delete;
 	sqlite3_stmt *st_event;
+	int walfd;		/* the -wal file, for spool_journal_sync() */
 	int depth;		/* nesting of spool_journal_begin() */
 	int last_err;		/* sqlite code of the last failed write */
 	char last_msg[256];
@@ -150,6 +153,7 @@ int spool_journal_open(struct spool_journal **jp, const char *path,
 		snprintf(errbuf, errlen, "out of memory");
 		return -1;
 	}
+	j->walfd = -1;
 	if (sqlite3_open_v2(path, &j->db,
 			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 			    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
@@ -179,6 +183,24 @@ int spool_journal_open(struct spool_journal **jp, const char *path,
 	if (exec(j, schema) < 0 ||
 	    exec(j, "PRAGMA user_version=" "1") < 0)
 		goto out_sqlerr;
+	/*
+	 * sqlite keeps the -wal file (the same inode) while a connection is
+	 * open in WAL mode; fsyncing it through a descriptor of our own makes
+	 * every commit so far durable, as synchronous=FULL would at the
+	 * commit, but without the lock the commit is made under.
+	 */
+	{
+		char wal[4096];
+
+		snprintf(wal, sizeof(wal), "%s-wal", path);
+		j->walfd = open(wal, O_RDWR | O_CLOEXEC);
+		if (j->walfd < 0) {
+			snprintf(errbuf, errlen, "cannot open the journal's "
+				 "write-ahead log '%s': %s", wal,
+				 strerror(errno));
+			goto out_close;
+		}
+	}
 	if (prepare(j, &j->st_insert,
 		    "INSERT INTO nodes (" COLS ") VALUES (NULL,"
 		    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)") < 0 ||
@@ -210,6 +232,8 @@ void spool_journal_close(struct spool_journal *j)
 	sqlite3_finalize(j->st_delete);
 	sqlite3_finalize(j->st_event);
 	sqlite3_close(j->db);
+	if (j->walfd >= 0)
+		close(j->walfd);
 	free(j);
 }
 
@@ -284,23 +308,26 @@ int spool_journal_save(struct spool_journal *j, const struct spool_row *row)
 	return step_done(j, j->st_save);
 }
 
+int spool_journal_sync(struct spool_journal *j)
+{
+	return fdatasync(j->walfd) < 0 ? -errno : 0;
+}
+
 int spool_journal_save_durable(struct spool_journal *j,
 			       const struct spool_row *row)
 {
 	int rc;
 
-	/*
-	 * Inside a batch the pragma cannot change; the batch's commit is
-	 * what counts then, and callers don't batch durable saves.  The
-	 * pragma is run afresh each time: sqlite applies some pragmas when
-	 * a statement is prepared, so a kept prepared one proves nothing.
-	 */
-	if (j->depth == 0 && exec(j, "PRAGMA synchronous=FULL") < 0)
+	if (spool_journal_save(j, row) < 0)
 		return -1;
-	rc = spool_journal_save(j, row);
-	if (j->depth == 0)
-		exec(j, "PRAGMA synchronous=NORMAL");
-	return rc;
+	rc = j->depth == 0 ? spool_journal_sync(j) : 0;
+	if (rc < 0) {
+		j->last_err = SQLITE_IOERR;
+		snprintf(j->last_msg, sizeof(j->last_msg),
+			 "cannot fsync the journal: %s", strerror(-rc));
+		return -1;
+	}
+	return 0;
 }
 
 int spool_journal_delete(struct spool_journal *j, int64_t id)

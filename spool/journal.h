@@ -7,13 +7,14 @@
  * parent id), so that after a crash the tree, every file's state and where
  * its content is on the destination come back exactly.
  *
- * Durability: ordinary writes commit with synchronous=NORMAL (they survive a
- * killed daemon, not a power cut); journal_save_durable() commits with
- * synchronous=FULL, which fsyncs the WAL and with it every earlier commit.
- * close() of a written file uses the durable form after fsyncing the data.
+ * Durability: writes commit with synchronous=NORMAL (they survive a killed
+ * daemon, not a power cut); spool_journal_sync() fsyncs the WAL, which makes
+ * every commit so far durable.  close() of a written file commits its row
+ * after fsyncing the data, then syncs.
  *
  * Threads: the journal has no lock of its own; spool.c calls it only with
- * spool->lock held.
+ * spool->lock held, except spool_journal_sync(), which may run without it
+ * (so that other threads go on while the disk flushes).
  */
 #ifndef SPOOL_JOURNAL_H
 #define SPOOL_JOURNAL_H
@@ -81,9 +82,11 @@ int spool_journal_load(struct spool_journal *j,
 int spool_journal_insert(struct spool_journal *j, struct spool_row *row);
 /* Write every column of an existing row. */
 int spool_journal_save(struct spool_journal *j, const struct spool_row *row);
-/* The same, committed with fsync of the WAL (see above). */
+/* The same, then spool_journal_sync() (outside a batch). */
 int spool_journal_save_durable(struct spool_journal *j,
 			       const struct spool_row *row);
+/* Make every commit so far durable: 0 or -errno.  Needs no lock. */
+int spool_journal_sync(struct spool_journal *j);
 int spool_journal_delete(struct spool_journal *j, int64_t id);
 
 /* Batch several writes into one transaction (e.g. a directory rename). */

@@ -42,6 +42,10 @@
 struct spool_dest;
 struct worker;
 
+/* Recycled data files: at most POOL_MAX, each of at most POOL_FILE_MAX. */
+#define POOL_MAX 32
+#define POOL_FILE_MAX (1u << 20)
+
 struct spool_node {
 	int64_t id;			/* journal row id; 0 for area roots */
 	struct spool_dest *dest;	/* [L] home destination */
@@ -70,6 +74,8 @@ struct spool_node {
 	int64_t ready_at;		/* ms, CLOCK_REALTIME */
 	uint64_t gen;
 	bool has_data;
+	bool data_renamed;		/* its data file was recycled (renamed)
+					 * and the directory not fsynced since */
 	struct spool_dest *target;	/* fallback being tried, NULL = dest */
 	struct spool_dest *rdest;	/* remote copy */
 	char *rpath;
@@ -134,6 +140,9 @@ struct spool {
 	struct spool_dest *dests;
 	size_t ndests;
 	struct spool_node *trash;	/* [L] root of SPOOL_AREA_TRASH */
+	bool pool[POOL_MAX];		/* [L] data/free.K holds a recycled,
+					 * unused data file (spool.c) */
+	int npool;			/* [L] */
 	uint64_t used;			/* [L] bytes of content not uploaded */
 	bool stopping;			/* [L] */
 	bool started;
@@ -156,6 +165,8 @@ int64_t spool_now_ms(void);
 char *node_relpath_locked(const struct spool_node *n);
 bool node_synced_locked(const struct spool_node *n);
 void node_save_locked(struct spool *sp, struct spool_node *n);
+/* The same, quiet: 0 or -errno. */
+int node_save_checked_locked(struct spool *sp, struct spool_node *n);
 /* The same, fsynced with fsync = close; -errno on failure (linked nodes only). */
 int node_save_durable_locked(struct spool *sp, struct spool_node *n);
 void node_put_locked(struct spool *sp, struct spool_node *n);
@@ -166,6 +177,10 @@ void node_requeue_locked(struct spool *sp, struct spool_node *n);
 /* Move a file that failed for good to DEST/.failed/ (same relpath). */
 void node_fail_locked(struct spool *sp, struct spool_node *n, const char *msg);
 void node_free_data_locked(struct spool *sp, struct spool_node *n);
+/* node_free_data_locked() in two steps, for a caller that batches the row
+ * with more: forget (true if there was a copy), save and commit, recycle. */
+bool node_forget_data_locked(struct spool *sp, struct spool_node *n);
+void node_recycle_data_locked(struct spool *sp, struct spool_node *n);
 /* Remember that the mount path "/DEST/REL" of N's home is gone. */
 void node_inval_locked(struct spool *sp, const struct spool_node *n,
 		       const char *rel);

@@ -789,6 +789,7 @@ static void finish_ok_locked(struct job *job, char *final)
 	struct spool *sp = job->sp;
 	struct spool_node *n = job->n;
 	struct spool_dest *d = job->d;
+	bool drop;
 
 	if (job->kind == JOB_UPLOAD) {
 		free(n->rtmp);
@@ -806,11 +807,11 @@ static void finish_ok_locked(struct job *job, char *final)
 	node_requeue_locked(sp, n);
 	if (n->state == SPOOL_UPLOADED)
 		n->progress = n->size;
-	if (n->state == SPOOL_UPLOADED && n->has_data && n->openers == 0 &&
-	    !n->dest->conf->keep_uploaded)
-		node_free_data_locked(sp, n);	/* saves first */
-	else
-		node_save_locked(sp, n);
+	/* the row and the event in one commit; the copy goes after it */
+	spool_journal_begin(sp->j);
+	drop = n->state == SPOOL_UPLOADED && n->openers == 0 &&
+	       !n->dest->conf->keep_uploaded && node_forget_data_locked(sp, n);
+	node_save_locked(sp, n);
 	if (job->kind == JOB_UPLOAD) {
 		char *url = spoolfs_remote_url(d->conf, final);
 
@@ -827,6 +828,9 @@ static void finish_ok_locked(struct job *job, char *final)
 		log_debug("%s: set the mtime of '%s' on the server",
 			  d->conf->name, final);
 	}
+	spool_journal_commit(sp->j);
+	if (drop)
+		node_recycle_data_locked(sp, n);
 }
 
 static struct spool_dest *next_fallback(const struct spool_node *n)

@@ -623,10 +623,16 @@ class SpoolfsEnv:
                    state=lambda: self.describe(), interval=0.05)
 
     def data_files(self) -> list[str]:
+        """Spool files holding content.  An emptied data file kept for
+        reuse (`free.N`, spool.c data_recycle()) holds none; one that still
+        held bytes would be listed."""
+        d = self.data_dir()
         try:
-            return sorted(os.listdir(self.data_dir()))
+            names = os.listdir(d)
         except FileNotFoundError:
             return []
+        return sorted(n for n in names if not (
+            re.fullmatch(r"free\.[0-9]+", n) and (d / n).stat().st_size == 0))
 
     def wait_spool_empty(self, timeout=20.0):
         wait_until(lambda: not self.data_files(), timeout,

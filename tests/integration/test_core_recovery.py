@@ -1,6 +1,8 @@
 """Durability: kill -9 with a queue and a half-written file, unmount with
 uploads pending, a full spool disk and the spool quota."""
 
+import os
+
 import pytest
 
 from spoolfs_harness import (assert_same_files, pseudo_random, run, wait_until,
@@ -133,3 +135,44 @@ def test_enospc_past_max_size(sfs):
     sfs.wait_uploaded(sfs.m("local", "second.bin"))
     assert_same_files(q, dest)
     sfs.wait_spool_empty()
+
+
+def pool_files(sfs):
+    return sorted(n for n in os.listdir(sfs.data_dir()) if n.startswith("free."))
+
+
+def test_spool_files_are_recycled_emptied_and_never_outlive_the_mount(sfs):
+    """The spool copies of uploaded small files are emptied and kept as
+    data/free.N for the next files: a shorter file written into one must
+    arrive with its own length (a recycled file that kept old bytes would
+    send them), and no free.N survives an unmount or a kill -9."""
+    dest = sfs.add_dest("local")
+    sfs.mount()
+    big = {f"old{i}.bin": pseudo_random(50_000, 700 + i) for i in range(6)}
+    for name, data in big.items():
+        sfs.m("local", name).write_bytes(data)
+    sfs.wait_uploaded(files_under=sfs.m("local"))
+    sfs.wait_spool_empty()                 # free.N may remain: all empty
+    kept = pool_files(sfs)
+    assert kept, "premise: uploaded small files should be recycled"
+    assert all((sfs.data_dir() / n).stat().st_size == 0 for n in kept)
+
+    short = {f"new{i}.txt": pseudo_random(10 + i, 800 + i) for i in range(4)}
+    for name, data in short.items():
+        sfs.m("local", name).write_bytes(data)
+    sfs.wait_uploaded(files_under=sfs.m("local"))
+    for name, data in {**big, **short}.items():
+        assert (dest / name).read_bytes() == data, name
+
+    sfs.unmount()
+    assert os.listdir(sfs.data_dir()) == [], "unmount leaves no spool file"
+
+    sfs.mount()
+    for name, data in big.items():
+        sfs.m("local", "again-" + name).write_bytes(data)
+    sfs.wait_uploaded(files_under=sfs.m("local"))
+    assert pool_files(sfs)
+    sfs.kill9()
+    sfs.remount()
+    sfs.wait_spool_empty()
+    assert pool_files(sfs) == [], "the mount after a crash sweeps free.N"
