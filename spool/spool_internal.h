@@ -4,10 +4,11 @@
  *
  * LOCKING.  One mutex, spool->lock, guards the whole tree, every node field
  * marked [L], each destination's queue, spool->used and the journal.  It is
- * never held across a network call, a FUSE reply or a data-file fsync; the
- * journal's durable commit (a WAL fsync, ~0.4 ms) is the one slow thing done
- * under it.  Lock order: spool->lock, then nothing (log and journal take no
- * lock of their own).
+ * never held across a network call, a FUSE reply or a data-file fsync, nor
+ * across the journal's fsync at close() (spool_journal_sync() needs no
+ * lock); only a split put's durable record (uploader.c split_begin(), once
+ * per big file) fsyncs under it.  Lock order: spool->lock, then nothing (log
+ * and journal take no lock of their own).
  *
  * LIFETIME.  A node is owned by the tree while it is linked (parent != NULL
  * or it is an area root) and by its references otherwise: open handles and
