@@ -196,8 +196,9 @@ int spool_journal_open(struct spool_journal **jp, const char *path,
 		j->walfd = open(wal, O_RDWR | O_CLOEXEC);
 		if (j->walfd < 0) {
 			snprintf(errbuf, errlen, "cannot open the journal's "
-				 "write-ahead log '%s': %s", wal,
-				 strerror(errno));
+				 "write-ahead log '%s': %s (sqlite uses one only "
+				 "on a local filesystem: is the spool on one?)",
+				 wal, strerror(errno));
 			goto out_close;
 		}
 	}
