@@ -314,23 +314,6 @@ int spool_journal_sync(struct spool_journal *j)
 	return fdatasync(j->walfd) < 0 ? -errno : 0;
 }
 
-int spool_journal_save_durable(struct spool_journal *j,
-			       const struct spool_row *row)
-{
-	int rc;
-
-	if (spool_journal_save(j, row) < 0)
-		return -1;
-	rc = j->depth == 0 ? spool_journal_sync(j) : 0;
-	if (rc < 0) {
-		j->last_err = SQLITE_IOERR;
-		snprintf(j->last_msg, sizeof(j->last_msg),
-			 "cannot fsync the journal: %s", strerror(-rc));
-		return -1;
-	}
-	return 0;
-}
-
 int spool_journal_delete(struct spool_journal *j, int64_t id)
 {
 	sqlite3_bind_int64(j->st_delete, 1, id);

@@ -82,9 +82,6 @@ int spool_journal_load(struct spool_journal *j,
 int spool_journal_insert(struct spool_journal *j, struct spool_row *row);
 /* Write every column of an existing row. */
 int spool_journal_save(struct spool_journal *j, const struct spool_row *row);
-/* The same, then spool_journal_sync() (outside a batch). */
-int spool_journal_save_durable(struct spool_journal *j,
-			       const struct spool_row *row);
 /* Make every commit so far durable: 0 or -errno.  Needs no lock. */
 int spool_journal_sync(struct spool_journal *j);
 int spool_journal_delete(struct spool_journal *j, int64_t id);

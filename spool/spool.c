@@ -459,7 +459,7 @@ static void pool_name(char *buf, size_t len, int slot)
 	snprintf(buf, len, "free.%d", slot);
 }
 
-static void data_recycle(struct spool *sp, struct spool_node *n)
+void node_recycle_data_locked(struct spool *sp, struct spool_node *n)
 {
 	char name[32], fname[32];
 	int slot = 0, fd;
@@ -536,7 +536,7 @@ void node_free_data_locked(struct spool *sp, struct spool_node *n)
 	if (!node_forget_data_locked(sp, n))
 		return;
 	node_save_locked(sp, n);
-	data_recycle(sp, n);
+	node_recycle_data_locked(sp, n);
 }
 
 bool node_forget_data_locked(struct spool *sp, struct spool_node *n)
@@ -546,11 +546,6 @@ bool node_forget_data_locked(struct spool *sp, struct spool_node *n)
 	UNCHARGE(sp, n);
 	n->has_data = false;
 	return true;
-}
-
-void node_recycle_data_locked(struct spool *sp, struct spool_node *n)
-{
-	data_recycle(sp, n);
 }
 
 void node_drop_locked(struct spool *sp, struct spool_node *n)
@@ -1422,8 +1417,6 @@ int spool_statfs(struct spool *sp, struct statvfs *st)
 
 /* ---- content -------------------------------------------------------------- */
 
-/* The file's content is about to change: cancel an upload in progress,
- * leave the queue until the next close commits it again. */
 /*
  * Bytes below stream_mark may already be in a server temp of this content
  * generation (a stream, see uploader.c).  A change there makes that temp
@@ -1441,6 +1434,9 @@ static void stream_check_locked(struct spool *sp, struct spool_node *n,
 	pthread_cond_broadcast(&sp->stream_cond);
 }
 
+/* The file's content is about to change from byte FROM on: cancel an
+ * upload in progress, leave the queue until the next close commits it
+ * again. */
 static int content_changed_locked(struct spool *sp, struct spool_node *n,
 				  uint64_t from)
 {

@@ -537,12 +537,26 @@ static int commit_tmp(struct job *job, struct spoolfs_conn *conn,
 	return rename_mkdirs(conn, job->rtmp, *final, err);
 }
 
+/* Bytes FROM.. of FD into the temp, then commit it (run_upload(),
+ * run_stream()). */
+static int put_rest_and_commit(struct job *job, struct spoolfs_conn *conn,
+			       const char *dir, int fd, uint64_t from,
+			       char **final, struct spoolfs_error *err)
+{
+	uint64_t rsize = 0;
+
+	if (put_mkdirs(conn, job, dir, job->rtmp, fd, from, job->size, &rsize,
+		       err) < 0)
+		return -1;
+	return commit_tmp(job, conn, rsize, final, err);
+}
+
 static int run_upload(struct job *job, struct spoolfs_conn *conn,
 		      char **final, struct spoolfs_error *err)
 {
 	struct spoolfs_error ignored;
 	struct spoolfs_rstat st;
-	uint64_t offset = 0, rsize = 0;
+	uint64_t offset = 0;
 	char *dir = NULL;
 	int fd, rc = -1;
 
@@ -567,10 +581,7 @@ static int run_upload(struct job *job, struct spoolfs_conn *conn,
 	if (offset)
 		log_info("%s: resuming '%s' at byte %" PRIu64 " of %" PRIu64,
 			 job->d->conf->name, job->relpath, offset, job->size);
-	if (put_mkdirs(conn, job, dir, job->rtmp, fd, offset, job->size,
-		       &rsize, err) < 0)
-		goto out;
-	rc = commit_tmp(job, conn, rsize, final, err);
+	rc = put_rest_and_commit(job, conn, dir, fd, offset, final, err);
 out:
 	close(fd);
 	free(dir);
@@ -599,7 +610,7 @@ static int run_stream(struct job *job, struct spoolfs_conn *conn,
 	struct spool *sp = job->sp;
 	struct spool_node *n = job->n;
 	int64_t grew_ms = spool_now_ms();
-	uint64_t sent = 0, end, rsize = 0;
+	uint64_t sent = 0, end;
 	char *dir = NULL;
 	int fd, rc = 1;
 
@@ -676,11 +687,7 @@ static int run_stream(struct job *job, struct spoolfs_conn *conn,
 	pthread_mutex_unlock(&sp->lock);
 	log_debug("%s: '%s' closed with %" PRIu64 " of %" PRIu64 " bytes "
 		  "sent", job->d->conf->name, job->relpath, sent, job->size);
-	rc = -1;
-	if (put_mkdirs(conn, job, dir, job->rtmp, fd, sent, job->size, &rsize,
-		       err) < 0)
-		goto out;
-	rc = commit_tmp(job, conn, rsize, final, err);
+	rc = put_rest_and_commit(job, conn, dir, fd, sent, final, err);
 out:
 	close(fd);
 	free(dir);

@@ -624,7 +624,7 @@ class SpoolfsEnv:
 
     def data_files(self) -> list[str]:
         """Spool files holding content.  An emptied data file kept for
-        reuse (`free.N`, spool.c data_recycle()) holds none; one that still
+        reuse (`free.N`, spool.c node_recycle_data_locked()) holds none; one that still
         held bytes would be listed."""
         d = self.data_dir()
         try:

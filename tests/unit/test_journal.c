@@ -47,7 +47,8 @@ static void test_roundtrip(const char *dir)
 	r.state = SPOOL_QUEUED;
 	r.size = 52428800;
 	r.open = true;
-	CHECK_EQ_INT(spool_journal_save_durable(j, &r), 0);
+	CHECK_EQ_INT(spool_journal_save(j, &r), 0);
+	CHECK_EQ_INT(spool_journal_sync(j), 0);
 	CHECK_EQ_INT(spool_journal_event(j, r.id, "nas", "DSC_0042.NEF",
 					 "queued", NULL), 0);
 	/* no orderly close: reopen a second connection, as after kill -9 */
