@@ -152,6 +152,16 @@ int spoolfs_conn_put_file(struct spoolfs_conn *conn, const char *path,
 			 err, "upload");
 }
 
+int spoolfs_conn_check_name(struct spoolfs_conn *conn, const char *path,
+			    struct spoolfs_error *err)
+{
+	spoolfs_error_clear(err);
+	if (!conn->backend->check_name)
+		return 0;
+	return op_result(conn->backend->check_name(conn, path, err), err,
+			 "name check");
+}
+
 int spoolfs_conn_stat(struct spoolfs_conn *conn, const char *path,
 		      struct spoolfs_rstat *st, struct spoolfs_error *err)
 {

@@ -128,6 +128,16 @@ struct spoolfs_backend {
 	int (*get)(struct spoolfs_conn *conn, const char *path, int fd,
 		   spoolfs_progress_fn progress, void *arg,
 		   struct spoolfs_error *err);
+	/*
+	 * MAY: whether a file can ever be stored under PATH, asked before a
+	 * byte of it is sent (no round trip: the protocol's own rules, e.g.
+	 * no line break on an FTP command line).  SPOOLFS_E_NAME when not;
+	 * without it every name is taken to be fine.  The content goes to a
+	 * temp name first, so without this check a name that only the final
+	 * rename can refuse would cost a whole upload.
+	 */
+	int (*check_name)(struct spoolfs_conn *conn, const char *path,
+			  struct spoolfs_error *err);
 };
 
 /* The backend for SCHEME ("file", "sftp", ...), NULL if unknown. */
@@ -175,6 +185,9 @@ int spoolfs_conn_set_mtime(struct spoolfs_conn *conn, const char *path,
 int spoolfs_conn_get(struct spoolfs_conn *conn, const char *path, int fd,
 		     spoolfs_progress_fn progress, void *arg,
 		     struct spoolfs_error *err);
+/* 0 where the backend has no check_name. */
+int spoolfs_conn_check_name(struct spoolfs_conn *conn, const char *path,
+			    struct spoolfs_error *err);
 bool spoolfs_conn_can(const struct spoolfs_conn *conn, unsigned cap);
 /*
  * Whether a put of bytes [OFFSET, END) to DEST may be split

@@ -398,6 +398,13 @@ static int faulty_get(struct spoolfs_conn *conn, const char *path, int fd,
 	return ic->backend->get(ic, path, fd, progress, arg, err);
 }
 
+/* the inner backend's rule, never a fault: no round trip to fail */
+static int faulty_check_name(struct spoolfs_conn *conn, const char *path,
+			     struct spoolfs_error *err)
+{
+	return spoolfs_conn_check_name(inner(conn), path, err);
+}
+
 const struct spoolfs_backend spoolfs_backend_faulty = {
 	.scheme = "faulty",
 	.default_port = 0,
@@ -411,4 +418,5 @@ const struct spoolfs_backend spoolfs_backend_faulty = {
 	.remove = faulty_remove,
 	.set_mtime = faulty_set_mtime,
 	.get = faulty_get,
+	.check_name = faulty_check_name,
 };

@@ -2130,6 +2130,14 @@ out:
 	return ret;
 }
 
+/* The final name, before a byte goes to its temp (backend.h). */
+static int ftp_name_ok(struct spoolfs_conn *conn, const char *path,
+		       struct spoolfs_error *err)
+{
+	(void)conn;
+	return ftp_check_name(path, err);
+}
+
 const struct spoolfs_backend spoolfs_backend_ftp = {
 	.scheme = "ftp",
 	.default_port = 21,
@@ -2144,6 +2152,7 @@ const struct spoolfs_backend spoolfs_backend_ftp = {
 	.remove = ftp_remove,
 	.set_mtime = ftp_set_mtime,
 	.get = ftp_get,
+	.check_name = ftp_name_ok,
 };
 
 const struct spoolfs_backend spoolfs_backend_ftps = {
@@ -2160,4 +2169,5 @@ const struct spoolfs_backend spoolfs_backend_ftps = {
 	.remove = ftp_remove,
 	.set_mtime = ftp_set_mtime,
 	.get = ftp_get,
+	.check_name = ftp_name_ok,
 };

@@ -569,6 +569,9 @@ static int run_upload(struct job *job, struct spoolfs_conn *conn,
 		spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
 		goto out;
 	}
+	/* a name the server can never take: not one byte goes out */
+	if (spoolfs_conn_check_name(conn, job->relpath, err) < 0)
+		goto out;
 	if (job->resume && spoolfs_conn_can(conn, SPOOLFS_CAP_RESUME) &&
 	    spoolfs_conn_stat(conn, job->rtmp, &st, &ignored) == 0 &&
 	    st.size <= job->size)
@@ -620,8 +623,8 @@ static int run_stream(struct job *job, struct spoolfs_conn *conn,
 	if (fd < 0)
 		return 1;
 	dir = dir_of(job->relpath);
-	if (!dir)
-		goto out;
+	if (!dir || spoolfs_conn_check_name(conn, job->relpath, err) < 0)
+		goto out;	/* handed back; after close run_upload() says why */
 	if (record_tmp(job, err) < 0) {
 		rc = err->code == SPOOLFS_E_CANCELLED ? -1 : 1;
 		goto out;

@@ -402,17 +402,19 @@ def test_cr_lf_in_a_name_is_refused_and_never_sent(ftpd, sfs):
     assert canary.read_bytes() == b"do not touch\n"
     assert (after.st_ino, after.st_size, after.st_mtime_ns) == \
         (before.st_ino, before.st_size, before.st_mtime_ns)
-    # a name in the top directory is refused at RNTO, after its content
-    # went to a temp (.spoolfs-ID-GEN.part, no byte of the name in it),
-    # which a worker then removes: wait for that, never leave it
-    wait_until(lambda: server_entries(ftpd) == ["canary.txt", "ok.txt"], 20,
-               "the server to hold only canary.txt and ok.txt",
-               state=lambda: f"{server_entries(ftpd)}\n{sfs.describe()}")
+    # refused before a byte went out: even a name in the top directory,
+    # whose temp (.spoolfs-ID-GEN.part) would hold no byte of it, got no
+    # temp; the one upload the server saw is ok.txt's
+    assert server_entries(ftpd) == ["canary.txt", "ok.txt"], \
+        f"{server_entries(ftpd)}\n{sfs.describe()}"
     # not one byte of those names on the control connection: every command
     # the daemon sent is in its -d log ...
     sent = re.findall(r"^spoolfs: nas: > (.*)$", sfs.log(), re.M)
     assert sent and not [c for c in sent if re.search(
         r"canary|RMD|/(x|y|z|dir)(\?|$)", c)], sent
+    stores = [c for c in sent if re.match(r"(STOR|APPE|RNFR) ", c)]
+    assert len(stores) == 2 and all(".spoolfs-" in c for c in stores), \
+        stores                  # ok.txt's STOR of its temp and RNFR of it
     # ... and, where the server logs commands (vsftpd), in its log
     if ftpd.impl == "vsftpd":
         cmds = re.findall(r'FTP command: Client "127\.0\.0\.1", "(.*)"',
