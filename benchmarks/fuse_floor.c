@@ -2,7 +2,7 @@
  * fuse_floor.c - the FUSE floor for benchmarks/run: the least a libfuse 3
  * high-level filesystem does to store files in a local directory.
  *
- *   fuse_floor BACKING_DIR MOUNTPOINT [-f] [-o opts]
+ *   fuse_floor [--fsync] BACKING_DIR MOUNTPOINT [-f] [-o opts]
  *
  * It speaks to the kernel like spoolfs does (high-level API, multithreaded
  * loop, same fuse_config timeouts, 1 MiB st_blksize for files so that cp
@@ -11,7 +11,11 @@
  * security.capability on every first write), but keeps no journal, no queue
  * and never fsyncs.  The difference between spoolfs (fsync=never) and this
  * is what spoolfs itself costs; the difference between this and a plain
- * directory is what FUSE costs.  A benchmark fixture, not part of spoolfs.
+ * directory is what FUSE costs.  With --fsync every close() of a file
+ * opened for writing waits for an fdatasync of it, as close() into spoolfs
+ * does with fsync=close (but with no journal commit after it): the least
+ * a FUSE spool with a durable close can cost.  A benchmark fixture, not
+ * part of spoolfs.
  */
 #define FUSE_USE_VERSION 35
 #define _GNU_SOURCE
@@ -27,6 +31,15 @@
 #include <unistd.h>
 
 static int rootfd = -1;
+static int durable;		/* --fsync */
+/* written since its last flush, by descriptor (--fsync syncs only those) */
+static unsigned char dirty[1 << 16];
+
+static void mark_dirty(int fd)
+{
+	if (durable && fd >= 0 && fd < (int)sizeof(dirty))
+		__atomic_store_n(&dirty[fd], 1, __ATOMIC_RELAXED);
+}
 
 static const char *rel(const char *path)
 {
@@ -149,6 +162,7 @@ static int ff_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 
 	if (fd < 0)
 		return -errno;
+	mark_dirty(fd);
 	fi->fh = (uint64_t)fd;
 	return 0;
 }
@@ -181,6 +195,7 @@ static int ff_write_buf(const char *path, struct fuse_bufvec *src, off_t off,
 	dst.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	dst.buf[0].fd = (int)fi->fh;
 	dst.buf[0].pos = off;
+	mark_dirty((int)fi->fh);
 	return (int)fuse_buf_copy(&dst, src, FUSE_BUF_SPLICE_NONBLOCK);
 }
 
@@ -190,14 +205,19 @@ static int ff_write(const char *path, const char *buf, size_t size, off_t off,
 	ssize_t w = pwrite((int)fi->fh, buf, size, off);
 
 	(void)path;
+	mark_dirty((int)fi->fh);
 	return w < 0 ? -errno : (int)w;
 }
 
 static int ff_flush(const char *path, struct fuse_file_info *fi)
 {
+	int fd = (int)fi->fh;
+
 	(void)path;
-	(void)fi;
-	return 0;
+	if (!durable || fd < 0 || fd >= (int)sizeof(dirty) ||
+	    !__atomic_exchange_n(&dirty[fd], 0, __ATOMIC_RELAXED))
+		return 0;
+	return fdatasync(fd) < 0 ? -errno : 0;
 }
 
 static int ff_release(const char *path, struct fuse_file_info *fi)
@@ -254,9 +274,15 @@ static const struct fuse_operations ops = {
 
 int main(int argc, char **argv)
 {
+	if (argc > 1 && strcmp(argv[1], "--fsync") == 0) {
+		durable = 1;
+		argv[1] = argv[0];
+		argc--;
+		argv++;
+	}
 	if (argc < 3) {
-		fprintf(stderr, "usage: fuse_floor BACKING_DIR MOUNTPOINT "
-			"[fuse options]\n");
+		fprintf(stderr, "usage: fuse_floor [--fsync] BACKING_DIR "
+			"MOUNTPOINT [fuse options]\n");
 		return 2;
 	}
 	rootfd = open(argv[1], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
