@@ -615,6 +615,7 @@ static int run_stream(struct job *job, struct spoolfs_conn *conn,
 	int64_t grew_ms = spool_now_ms();
 	uint64_t sent = 0, end;
 	char *dir = NULL;
+	bool closed;
 	int fd, rc = 1;
 
 	if (job->resume || !spoolfs_conn_can(conn, SPOOLFS_CAP_RESUME))
@@ -654,9 +655,21 @@ static int run_stream(struct job *job, struct spoolfs_conn *conn,
 				}
 				/* ERR stays: the worker drops a broken
 				 * connection */
-				log_info("%s: '%s' is uploaded once it is "
-					 "closed: %s", job->d->conf->name,
-					 job->relpath, err->msg);
+				pthread_mutex_lock(&sp->lock);
+				closed = n->state != SPOOL_WRITING &&
+					 n->writers == 0;
+				pthread_mutex_unlock(&sp->lock);
+				if (closed)
+					log_info("%s: streaming '%s' stopped: "
+						 "%s; an upload attempt "
+						 "resumes it",
+						 job->d->conf->name,
+						 job->relpath, err->msg);
+				else
+					log_info("%s: '%s' is uploaded once "
+						 "it is closed: %s",
+						 job->d->conf->name,
+						 job->relpath, err->msg);
 				goto out;	/* handed back */
 			}
 			sent = end;
