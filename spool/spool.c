@@ -824,6 +824,10 @@ static struct spool_node *lookup(const struct loc *l, int *err)
 			*err = -ENOTDIR;
 			return NULL;
 		}
+		if ((size_t)(e - p) > NAME_MAX) {
+			*err = -ENAMETOOLONG;
+			return NULL;
+		}
 		n = dir_lookup(n, p, (size_t)(e - p));
 		if (!n || !visible(n, l->view)) {
 			*err = -ENOENT;
@@ -834,7 +838,11 @@ static struct spool_node *lookup(const struct loc *l, int *err)
 	return n;
 }
 
-/* Split l->rel into its parent directory node and the last name. */
+/*
+ * Split l->rel into its parent directory node and the last name, which
+ * must fit in a directory entry (ext4's and every destination's limit):
+ * a longer name is refused here, before a node for it exists.
+ */
 static struct spool_node *lookup_parent(const struct loc *l, const char **name,
 					int *err)
 {
@@ -845,6 +853,10 @@ static struct spool_node *lookup_parent(const struct loc *l, const char **name,
 
 	if (!*l->rel) {
 		*err = -EEXIST;
+		return NULL;
+	}
+	if (strlen(slash ? slash + 1 : l->rel) > NAME_MAX) {
+		*err = -ENAMETOOLONG;
 		return NULL;
 	}
 	if (!slash) {

@@ -49,6 +49,39 @@ def test_symlinks_and_hard_links_are_refused(mounted):
     assert sorted(os.listdir(mounted.dest_dir())) == ["f"]
 
 
+def test_names_longer_than_255_bytes_are_refused_up_front(mounted):
+    """A name that fits no directory entry (ext4's limit, and every
+    destination's) gets ENAMETOOLONG from create, mkdir and rename, as a
+    local disk says, and leaves nothing behind: before, create made the
+    file and then answered ENOENT, and it ended in .failed."""
+    d = mounted.m("local")
+    long = "\u00e9" * 127 + "x"                 # 255 bytes in UTF-8
+    assert len(long.encode()) == 255
+    (d / long).write_bytes(b"fits")
+    os.mkdir(d / ("d" * 255))
+    (d / "src").write_bytes(b"renamed")
+    os.rename(d / "src", d / ("r" * 255))
+    for n in (256, 1000):
+        name = "a" * n
+        for what, op in [
+                ("create", lambda: open(d / name, "wb")),
+                ("mkdir", lambda: os.mkdir(d / name)),
+                ("rename", lambda: os.rename(d / long, d / name)),
+                ("stat", lambda: os.stat(d / name))]:
+            with pytest.raises(OSError) as e:
+                op()
+            assert e.value.errno == errno.ENAMETOOLONG, (what, n, e.value)
+    mounted.wait_uploaded(d / long)
+    mounted.wait_uploaded(d / ("r" * 255))
+    dest = mounted.dest_dir()
+    assert (dest / long).read_bytes() == b"fits"
+    assert (dest / ("r" * 255)).read_bytes() == b"renamed"
+    assert sorted(x for x in os.listdir(d) if not x.startswith(".")) == \
+        sorted([long, "d" * 255, "r" * 255])
+    assert os.listdir(d / ".failed") == []
+    mounted.wait_spool_empty()
+
+
 def test_behaves_like_a_local_disk(sfs):
     # settle keeps every upload back until the sequence below is done, so
     # the destination must end with the final state only.
