@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -2414,6 +2415,17 @@ static int mkdir_p(const char *path, mode_t mode)
 	return rc;
 }
 
+/* sp->tmp_tag: 32 random bits, or the clock and pid without entropy yet */
+static void tmp_tag_init(struct spool *sp)
+{
+	uint32_t r;
+
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+		r = (uint32_t)sp->mounted_at.tv_nsec ^
+		    ((uint32_t)getpid() << 16) ^ (uint32_t)sp->mounted_at.tv_sec;
+	snprintf(sp->tmp_tag, sizeof(sp->tmp_tag), "%08" PRIx32, r);
+}
+
 int spool_open(struct spool **spp, const struct spoolfs_config *cfg,
 	       char *errbuf, size_t errlen)
 {
@@ -2434,6 +2446,7 @@ int spool_open(struct spool **spp, const struct spoolfs_config *cfg,
 	sp->uid = getuid();
 	sp->gid = getgid();
 	sp->mounted_at = now_ts();
+	tmp_tag_init(sp);
 	pthread_mutex_init(&sp->lock, NULL);
 	pthread_cond_init(&sp->cond, NULL);
 	pthread_cond_init(&sp->stream_cond, NULL);

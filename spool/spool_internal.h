@@ -150,6 +150,15 @@ struct spool {
 	uid_t uid;
 	gid_t gid;
 	struct timespec mounted_at;
+	/*
+	 * In every temp name this mount makes on a server
+	 * (".spoolfs-TAG-ID-GEN.part"): random, so that two spools uploading
+	 * into one directory (two laptops, one NAS), whose ids both count
+	 * from 1, never write the same temp, and no user file can be named
+	 * like a temp to come.  A temp is recorded with its full name before
+	 * a byte is sent, so a new tag after a restart loses nothing.
+	 */
+	char tmp_tag[9];
 
 	/* paths the daemon moved on its own (to .failed/): the kernel may
 	 * still cache them; a worker tells it, without the lock [L] */

@@ -293,9 +293,10 @@ static int claim_locked(struct job *job, struct spool_dest *d,
 		} else {
 			char *dir = dir_of(job->relpath);
 
-			if (!dir || asprintf(&job->rtmp, "%s%s.spoolfs-%" PRId64
-					     "-%" PRIu64 ".part", dir,
-					     *dir ? "/" : "", n->id,
+			if (!dir || asprintf(&job->rtmp, "%s%s.spoolfs-%s-%"
+					     PRId64 "-%" PRIu64 ".part", dir,
+					     *dir ? "/" : "",
+					     d->sp->tmp_tag, n->id,
 					     n->gen) < 0)
 				job->rtmp = NULL;
 			free(dir);
@@ -333,10 +334,11 @@ static int claim_locked(struct job *job, struct spool_dest *d,
  * gap, so its size must never be taken as a resume offset.  tmp_gen 0
  * matches no generation, so neither a retry nor the next mount resumes from
  * the size; a retry resumes from tmp_safe, the last progress of the failed
- * put (what the server holds without a gap), and after a restart the temp
- * is sent again from byte 0 under the same name.  Recorded durably before
- * the put: after a power cut the journal must not call a temp with a gap
- * resumable.
+ * put (what the server holds without a gap), and after a restart the file
+ * is sent again from byte 0 under that mount's temp name (the old temp goes
+ * to the trash: the tag in temp names changes, sp->tmp_tag).  Recorded
+ * durably before the put: after a power cut the journal must not call a
+ * temp with a gap resumable.
  */
 static bool may_split(struct spoolfs_conn *conn, uint64_t offset,
 		      uint64_t end)

@@ -403,7 +403,7 @@ def test_cr_lf_in_a_name_is_refused_and_never_sent(ftpd, sfs):
     assert (after.st_ino, after.st_size, after.st_mtime_ns) == \
         (before.st_ino, before.st_size, before.st_mtime_ns)
     # refused before a byte went out: even a name in the top directory,
-    # whose temp (.spoolfs-ID-GEN.part) would hold no byte of it, got no
+    # whose temp (.spoolfs-TAG-ID-GEN.part) would hold no byte of it, got no
     # temp; the one upload the server saw is ok.txt's
     assert server_entries(ftpd) == ["canary.txt", "ok.txt"], \
         f"{server_entries(ftpd)}\n{sfs.describe()}"
