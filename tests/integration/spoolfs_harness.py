@@ -31,6 +31,9 @@ from typing import Callable, Iterable
 REPO = Path(__file__).resolve().parents[2]
 SCALE = float(os.environ.get("SPOOLFS_TEST_TIMEOUT_SCALE", "1") or "1")
 XATTRS = ("state", "attempts", "error", "remote", "progress")
+# a temp name on the server, as a regex: .spoolfs-TAG-ID-GEN.part (TAG:
+# 8 hex digits, random per mount)
+TEMP_RE = r"\.spoolfs-[0-9a-f]{8}-\d+-\d+\.part"
 
 # Lines that fail a test whatever the allowlist says.
 FATAL_LOG = re.compile(

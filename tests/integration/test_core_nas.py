@@ -38,8 +38,9 @@ def test_require_mount_refuses_an_unmounted_nas(sfs):
 def test_two_spools_upload_into_one_folder(sfs, tmp_path):
     """Two machines import into the same NAS folder at once.  Each spool
     numbers its files from 1, so with temp names made of id and generation
-    only, both wrote ".spoolfs-1-1.part" there: one file ended up with the
-    other's bytes mixed in.  Temp names carry a random tag per mount."""
+    only, both wrote ".spoolfs-1-1.part" there at once and one spool's file
+    failed (and could have carried the other's bytes).  Temp names carry a
+    random tag per mount."""
     from spoolfs_harness import SpoolfsEnv
     shared = tmp_path / "nas-folder"
     shared.mkdir()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from spoolfs_harness import need_root, unavailable
+from spoolfs_harness import TEMP_RE, need_root, unavailable
 from sshd_server import SSHD, TEST_USER, SshServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -609,6 +609,6 @@ def test_upload_is_open_write_fstat_setstat_close_rename(logged_sshd, sfs,
         ops.remove("write")
     assert ops == ["open", "write", "fstat", "setstat", "close", "rename"], \
         log
-    assert re.search(r"box: sftp: 'a/\.spoolfs-[0-9-]+\.part' holds 1040 "
+    assert re.search(r"box: sftp: 'a/" + TEMP_RE + r"' holds 1040 "
                      r"bytes on the server, mtime set \(fstat and setstat "
                      r"in one round trip\)", sfs.log()), sfs.log_tail()

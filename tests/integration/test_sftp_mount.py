@@ -31,11 +31,11 @@ from pathlib import Path
 
 import pytest
 
-from spoolfs_harness import (all_xattrs, assert_same_files, child_env,
-                             make_big_file, make_flat_tree, need_root,
-                             pseudo_random, run, scaled, sha256, spoolfs_bin,
-                             stray_names, unavailable, wait_until,
-                             write_file)
+from spoolfs_harness import (TEMP_RE, all_xattrs, assert_same_files,
+                             child_env, make_big_file, make_flat_tree,
+                             need_root, pseudo_random, run, scaled, sha256,
+                             spoolfs_bin, stray_names, unavailable,
+                             wait_until, write_file)
 from sshd_server import SSHD, TEST_USER, SshServer
 
 PASSWORD = "Spoolfs-m0unt-s3cret-pw"
@@ -225,9 +225,9 @@ def test_debug_log_shows_each_step_never_the_password(servers, sfs):
                      log), log
     assert f"box: sftp: logged in as '{TEST_USER}'" in log, log
     assert "tried: password)" in log, log
-    assert re.search(r"box: sftp: put 'a/\.spoolfs-\d+-\d+\.part' bytes 0\.\.16",
+    assert re.search(r"box: sftp: put 'a/" + TEMP_RE + r"' bytes 0\.\.16",
                      log), log
-    assert re.search(r"box: sftp: rename 'a/\.spoolfs-[0-9-]+\.part' to "
+    assert re.search(r"box: sftp: rename 'a/" + TEMP_RE + r"' to "
                      r"'a/hello\.txt'", log), log
     assert PASSWORD not in log
 
@@ -396,7 +396,7 @@ def test_server_dies_mid_upload_partial_temp_is_removed(sshd, sfs):
     sfs.allow_log(r"box: upload of 'p/big\.bin' .* failed: .*"
                   r"\(out of retries\)",
                   # while the server is down the temp cannot go yet
-                  r"box: cannot remove 'p/\.spoolfs-[0-9-]+\.part' from the"
+                  r"box: cannot remove 'p/" + TEMP_RE + r"' from the"
                   r" server: cannot connect")
     src = sfs.src / "big.bin"
     digest = make_big_file(src, size, seed=8)
