@@ -199,3 +199,32 @@ def test_both_down_then_ftps_back_mv_out_of_failed(ftps, sshd, sfs):
                          sfs.log(), re.M), rel
     assert entries(sshd.root) == []
     assert sfs.failed("nas") == [] and sfs.pending("nas") == []
+
+
+def test_a_name_ftp_cannot_store_lands_through_the_fallback(ftps, sshd, sfs):
+    """A name FTP can never store (a line break, a trailing space) is
+    refused by nas before a byte goes out, at once (no retries: it is
+    permanent), and the fallback, which can store it, takes the file."""
+    setup_chain(sfs, ftps, sshd)
+    sfs.allow_log(r"^spoolfs: warning: nas: upload of .* to ftps://.* "
+                  r"failed: (file name contains a line break|a name in the "
+                  r"path ends with a space).*; trying fallback destination "
+                  r"'nas-sftp'$")
+    sfs.mount(env=child_env())
+    names = ["line\nbreak.txt", "space at the end /in it.jpg"]
+    data = {n: pseudo_random(50_000 + i, 70 + i) for i, n in enumerate(names)}
+    for n, d in data.items():
+        write_file(sfs.m("nas", n), d)
+    sfs.wait_uploaded(*[sfs.m("nas", n) for n in names], timeout=60)
+    for n, d in data.items():
+        assert (sshd.root / n).read_bytes() == d, n
+        assert sfs.xattr(sfs.m("nas", n), "remote").startswith(sshd.url())
+    # nothing went over FTPS: no temp, no file
+    assert list(Path(ftps.home).rglob("*")) == []
+    log = sfs.log()
+    for why in ("file name contains a line break",
+                "a name in the path ends with a space"):
+        tries = re.findall(rf"^spoolfs: (?:warning: )?nas: upload of .*: "
+                           rf"{why}.*$", log, re.M)
+        assert len(tries) == 1 and tries[0].endswith(
+            "trying fallback destination 'nas-sftp'"), tries
