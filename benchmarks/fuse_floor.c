@@ -33,15 +33,17 @@
 
 static int rootfd = -1;
 static int durable;		/* --fsync */
-/* written since its last flush, by descriptor (--fsync syncs only those) */
-static unsigned char dirty[1 << 16];
-/* bytes written since the disk was last told to start writing */
-static unsigned unkicked[1 << 16];
+/* By descriptor, for --fsync: written since its last flush (only those
+ * are synced), and bytes written since the disk was last told to start
+ * writing. */
+#define FD_SLOTS (1 << 16)
+static unsigned char dirty[FD_SLOTS];
+static unsigned unkicked[FD_SLOTS];
 #define KICK_BYTES (1u << 20)	/* spool.c's */
 
 static void mark_dirty(int fd, size_t written)
 {
-	if (!durable || fd < 0 || fd >= (int)sizeof(dirty))
+	if (!durable || fd < 0 || fd >= FD_SLOTS)
 		return;
 	__atomic_store_n(&dirty[fd], 1, __ATOMIC_RELAXED);
 	/* one writer per file in a benchmark: no lock needed for a hint */
@@ -229,10 +231,10 @@ static int ff_flush(const char *path, struct fuse_file_info *fi)
 	int fd = (int)fi->fh;
 
 	(void)path;
-	if (durable && fd >= 0 && fd < (int)sizeof(unkicked))
-		unkicked[fd] = 0;
-	if (!durable || fd < 0 || fd >= (int)sizeof(dirty) ||
-	    !__atomic_exchange_n(&dirty[fd], 0, __ATOMIC_RELAXED))
+	if (!durable || fd < 0 || fd >= FD_SLOTS)
+		return 0;
+	unkicked[fd] = 0;
+	if (!__atomic_exchange_n(&dirty[fd], 0, __ATOMIC_RELAXED))
 		return 0;
 	return fdatasync(fd) < 0 ? -errno : 0;
 }

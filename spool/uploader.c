@@ -593,6 +593,12 @@ out:
 	return rc;
 }
 
+/* The last writer has closed N: it is queued, no longer streamed. */
+static bool writer_done_locked(const struct spool_node *n)
+{
+	return n->state != SPOOL_WRITING && n->writers == 0;
+}
+
 /*
  * Upload a file while it is still being written: a big file that grew at
  * its end was offered by the writer (stream_offer_locked()) and an idle
@@ -642,7 +648,7 @@ static int run_stream(struct job *job, struct spoolfs_conn *conn,
 					       "cancelled");
 			goto out;
 		}
-		if (n->state != SPOOL_WRITING && n->writers == 0)
+		if (writer_done_locked(n))
 			break;		/* closed and queued */
 		if (n->state == SPOOL_WRITING &&
 		    n->size - sent >= STREAM_SEG) {
@@ -658,8 +664,7 @@ static int run_stream(struct job *job, struct spoolfs_conn *conn,
 				/* ERR stays: the worker drops a broken
 				 * connection */
 				pthread_mutex_lock(&sp->lock);
-				closed = n->state != SPOOL_WRITING &&
-					 n->writers == 0;
+				closed = writer_done_locked(n);
 				pthread_mutex_unlock(&sp->lock);
 				if (closed)
 					log_info("%s: streaming '%s' stopped: "
