@@ -581,7 +581,12 @@ def test_upload_is_open_write_fstat_setstat_close_rename(logged_sshd, sfs,
                                                          tmp_path):
     """One file through the mount costs the server OPEN, WRITE, FSTAT (the
     size check), SETSTAT (the mtime), CLOSE and RENAME: no STAT by path after
-    the CLOSE, and -d says FSTAT and SETSTAT went out together."""
+    the CLOSE.  -d says whether FSTAT and SETSTAT went out together: that
+    depends on scheduling (libssh2 cannot send a request without also trying
+    to read its reply, and a daemon thread descheduled there finds the FSTAT
+    answered before the SETSTAT is sent; CI saw it once under load), so the
+    order is asserted for each of three files, and one round trip for at
+    least one of them."""
     srv, when = logged_sshd, 1_400_000_000
     src = tmp_path / "one.txt"
     src.write_bytes(b"one file, few round trips\n" * 40)
@@ -590,25 +595,31 @@ def test_upload_is_open_write_fstat_setstat_close_rename(logged_sshd, sfs,
                  known_hosts=srv.known_hosts, stall_timeout="10s",
                  connect_timeout="10s")
     sfs.mount("-d", env=child_env())
-    p = sfs.m("box", "a/one.txt")
-    p.parent.mkdir()
-    subprocess.run(["cp", "--preserve=timestamps", str(src), str(p)],
-                   check=True, timeout=30 * SCALE)
-    sfs.wait_uploaded(p, timeout=30 * SCALE)
-    up = srv.root / "a" / "one.txt"
-    assert up.read_bytes() == src.read_bytes()
-    assert int(up.stat().st_mtime) == when
+    dirs = ["a", "b", "c"]
+    for d in dirs:
+        p = sfs.m("box", f"{d}/one.txt")
+        p.parent.mkdir()
+        subprocess.run(["cp", "--preserve=timestamps", str(src), str(p)],
+                       check=True, timeout=30 * SCALE)
+        sfs.wait_uploaded(p, timeout=30 * SCALE)
+        up = srv.root / d / "one.txt"
+        assert up.read_bytes() == src.read_bytes()
+        assert int(up.stat().st_mtime) == when
     sfs.unmount()
 
     log = srv.request_log.read_text(errors="replace")
-    ops = sftp_requests(log, f"{srv.root}/a/")
-    assert "open" in ops, log
-    # from the last OPEN: the first one fails when the directory is new
-    ops = ops[len(ops) - 1 - ops[::-1].index("open"):]
-    while ops.count("write") > 1:
-        ops.remove("write")
-    assert ops == ["open", "write", "fstat", "setstat", "close", "rename"], \
-        log
-    assert re.search(r"box: sftp: 'a/" + TEMP_RE + r"' holds 1040 "
-                     r"bytes on the server, mtime set \(fstat and setstat "
-                     r"in one round trip\)", sfs.log()), sfs.log_tail()
+    for d in dirs:
+        ops = sftp_requests(log, f"{srv.root}/{d}/")
+        assert "open" in ops, log
+        # from the last OPEN: the first one fails when the directory is new
+        ops = ops[len(ops) - 1 - ops[::-1].index("open"):]
+        while ops.count("write") > 1:
+            ops.remove("write")
+        assert ops == ["open", "write", "fstat", "setstat", "close",
+                       "rename"], (d, log)
+    tails = re.findall(r"box: sftp: '[abc]/" + TEMP_RE + r"' holds 1040 "
+                       r"bytes on the server, mtime set \((.*)\)", sfs.log())
+    assert len(tails) == len(dirs), sfs.log_tail()
+    assert set(tails) <= {"fstat and setstat in one round trip",
+                          "fstat, then setstat"}, tails
+    assert "fstat and setstat in one round trip" in tails, sfs.log_tail()
