@@ -68,13 +68,24 @@ struct job {
 	char *rpath;		/* meta/trash: where the content is now */
 	bool remove_rpath;	/* trash: delete the uploaded copy */
 	uint64_t last_done;
+	int64_t blocked_until;	/* put back until then (owner_locked()) */
+	char *parked;		/* meta: the copy was moved aside to this */
 };
 
 struct worker {
 	struct spool_dest *d;
 	pthread_t thread;
 	unsigned int seed;
+	struct spool_node *cur;	/* [L] the node of its job, NULL when idle */
 };
+
+/* N has a copy on D's server at N->rpath (of its content now or, in the
+ * trash with delete_remote, of a removed file). */
+static bool has_remote_copy(const struct spool_node *n,
+			    const struct spool_dest *d)
+{
+	return n->rdest == d && n->rpath;
+}
 
 void queue_remove_locked(struct spool_node *n)
 {
@@ -90,6 +101,9 @@ void queue_remove_locked(struct spool_node *n)
 		n->qnext->qprev = n->qprev;
 	else
 		d->qtail = n->qprev;
+	if (n->q_remote)
+		d->nq_remote--;
+	n->q_remote = false;
 	n->qprev = n->qnext = NULL;
 	n->queued_on = NULL;
 }
@@ -124,6 +138,9 @@ void queue_add_locked(struct spool_dest *d, struct spool_node *n)
 	else
 		d->qhead = n;
 	n->queued_on = d;
+	n->q_remote = has_remote_copy(n, d);
+	if (n->q_remote)
+		d->nq_remote++;
 }
 
 uint64_t spool_backoff_ms(uint64_t min, uint64_t max, int attempt,
@@ -179,7 +196,9 @@ static struct spool_node *pick_locked(struct spool_dest *d, int64_t now,
 		/* still open for writing: not complete yet (see OPEN FILES) */
 		if (n->busy || (n->writers > 0 && n->area != SPOOL_AREA_TRASH))
 			continue;
-		if (volume_blocked_locked(n))
+		/* volume order is upload order; a rename waits for none */
+		if (!(has_remote_copy(n, d) && n->rgen == n->gen) &&
+		    volume_blocked_locked(n))
 			continue;
 		return n;
 	}
@@ -242,6 +261,130 @@ static int job_progress(void *arg, uint64_t done)
 	return cancelled;
 }
 
+/*
+ * RENAMES ON THE SERVER
+ * Every upload and meta job ends in a rename onto the name its file has
+ * now.  Another file's copy may still sit at that name: one renamed away
+ * here whose meta job has not moved it yet (mv a a.old; cp new a), or one
+ * removed with delete_remote whose removal has not run.  Renaming onto it
+ * first would destroy the only copy of a.old and then carry new's content
+ * to a.old, or delete new's upload.  So such a job is put back, not
+ * counted as an attempt, until the owner's job has run.  A meta job that
+ * has to wait moves its own copy aside first (.spoolfs-TAG-ID-GEN.mv
+ * beside it), freeing its old name: two files that swapped names would
+ * otherwise wait for each other forever.
+ */
+#define BLOCKED_RETRY_MS 100
+#define BLOCKED_STUCK_MS 5000
+
+/* K's copy on D's server at PATH must move or go before SELF's rename
+ * onto PATH. */
+static bool blocks_locked(const struct spool_dest *d,
+			  const struct spool_node *self,
+			  const struct spool_node *k, const char *path)
+{
+	char *now;
+	bool moving;
+
+	if (k == self || !has_remote_copy(k, d) || strcmp(k->rpath, path) != 0)
+		return false;
+	if (k->area == SPOOL_AREA_TRASH)
+		return true;	/* a removal with delete_remote */
+	if (!k->linked || k->area != SPOOL_AREA_MAIN || k->rgen != k->gen)
+		return false;
+	now = node_relpath_locked(k);
+	moving = !now || strcmp(now, path) != 0;
+	free(now);
+	return moving;
+}
+
+/* N's rename on D gave up: remember it, for owner_locked(). */
+static void stuck_add_locked(struct spool_dest *d, struct spool_node *n)
+{
+	if (d->nstuck == d->capstuck) {
+		size_t cap = d->capstuck ? 2 * d->capstuck : 4;
+		struct spool_node **v = realloc(d->stuck, cap * sizeof(*v));
+
+		if (!v)
+			return;
+		d->stuck = v;
+		d->capstuck = cap;
+	}
+	n->refs++;
+	d->stuck[d->nstuck++] = n;
+}
+
+/*
+ * The file whose copy on D's server at PATH is still to move or go, if
+ * any: queued (most queues hold none such, nq_remote), in a job, or one
+ * whose rename gave up (its copy stays where it is until the file is
+ * renamed or touched again, or the next mount retries it: until then a
+ * file that wants its name waits, and says why).
+ */
+static struct spool_node *owner_locked(struct spool_dest *d,
+				       const struct spool_node *self,
+				       const char *path)
+{
+	struct spool_node *k;
+
+	for (size_t i = 0; i < d->nstuck;) {
+		k = d->stuck[i];
+		if (!k->meta_gave_up || !k->linked) {
+			d->stuck[i] = d->stuck[--d->nstuck];
+			node_put_locked(d->sp, k);
+			continue;
+		}
+		if (blocks_locked(d, self, k, path))
+			return k;
+		i++;
+	}
+
+	if (d->nq_remote > 0)
+		for (k = d->qhead; k; k = k->qnext)
+			if (k->q_remote && blocks_locked(d, self, k, path))
+				return k;
+	for (int i = 0; i < d->nworkers; i++) {
+		k = d->workers[i].cur;
+		if (k && blocks_locked(d, self, k, path))
+			return k;
+	}
+	return NULL;
+}
+
+/* JOB waits for OWNER: when to look again. */
+static void block_on_locked(struct job *job, struct spool_node *owner,
+			    const char *path)
+{
+	int64_t now = spool_now_ms();
+	int64_t at = owner->busy || owner->ready_at < now ? now
+							  : owner->ready_at;
+	char *orel, msg[512];
+
+	if (!owner->meta_gave_up) {
+		job->blocked_until = at + BLOCKED_RETRY_MS;
+		log_debug("%s: '%s' waits: '%s' on the server is still the "
+			  "copy of another file, which %s first",
+			  job->d->conf->name, job->relpath, path,
+			  owner->area == SPOOL_AREA_TRASH ? "is removed"
+							  : "moves");
+		return;
+	}
+	/* no job of its own will move it: look again now and then, and
+	 * tell the user once */
+	job->blocked_until = now + BLOCKED_STUCK_MS;
+	orel = node_relpath_locked(owner);
+	snprintf(msg, sizeof(msg), "%s: waiting: '%s' on the server is still "
+		 "the only copy of '%s', whose rename there failed; fix that "
+		 "and touch '%s' (or remount) to retry it",
+		 job->d->conf->name, path, orel ? orel : "?",
+		 orel ? orel : "?");
+	if (!job->n->error || strcmp(job->n->error, msg) != 0) {
+		log_warn("%s", msg);
+		node_set_error_locked(job->n, msg);
+	}
+	free(orel);
+}
+
 static char *dir_of(const char *rel)
 {
 	const char *slash = strrchr(rel, '/');
@@ -251,6 +394,7 @@ static char *dir_of(const char *rel)
 
 static void job_release(struct job *job)
 {
+	free(job->parked);
 	free(job->relpath);
 	free(job->rtmp);
 	free(job->rpath);
@@ -513,6 +657,7 @@ static int commit_tmp(struct job *job, struct spoolfs_conn *conn,
 {
 	struct spool *sp = job->sp;
 	struct spool_node *n = job->n;
+	struct spool_node *owner;
 	struct spoolfs_error ignored;
 	bool cancelled;
 	int64_t now;
@@ -530,6 +675,13 @@ static int commit_tmp(struct job *job, struct spoolfs_conn *conn,
 	       (now = spool_now_ms()) < n->ready_at)
 		stream_wait_locked(sp, n->ready_at, now);
 	*final = cancelled ? NULL : node_relpath_locked(n);
+	if (*final && (owner = owner_locked(job->d, n, *final))) {
+		/* the temp stays recorded: the next claim resumes it whole */
+		block_on_locked(job, owner, *final);
+		free(*final);
+		*final = NULL;
+		cancelled = true;
+	}
 	pthread_mutex_unlock(&sp->lock);
 	if (cancelled)
 		return spoolfs_error_set(err, SPOOLFS_E_CANCELLED,
@@ -721,12 +873,45 @@ static int run_meta(struct job *job, struct spoolfs_conn *conn,
 		    char **final, struct spoolfs_error *err)
 {
 	struct spool *sp = job->sp;
+	struct spool_node *owner = NULL;
+	char *park = NULL, *dir;
 
 	pthread_mutex_lock(&sp->lock);
 	*final = node_relpath_locked(job->n);
+	if (*final && strcmp(*final, job->rpath) != 0)
+		owner = owner_locked(job->d, job->n, *final);
+	if (owner) {
+		block_on_locked(job, owner, *final);
+		dir = dir_of(job->rpath);
+		if (!dir || asprintf(&park, "%s%s.spoolfs-%s-%" PRId64 "-%"
+				     PRIu64 ".mv", dir, *dir ? "/" : "",
+				     sp->tmp_tag, job->n->id,
+				     job->gen) < 0)
+			park = NULL;
+		free(dir);
+	}
 	pthread_mutex_unlock(&sp->lock);
-	if (!*final)
+	if (!*final || (owner && !park)) {
+		free(park);
 		return spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
+	}
+	if (owner) {
+		free(*final);
+		*final = NULL;
+		if (strcmp(park, job->rpath) == 0) {
+			free(park);	/* aside already */
+		} else if (spoolfs_conn_rename(conn, job->rpath, park,
+					       err) < 0) {
+			free(park);
+			return -1;
+		} else {
+			log_info("%s: moved '%s' aside to '%s' on the server "
+				 "until the file there now moves",
+				 job->d->conf->name, job->rpath, park);
+			job->parked = park;
+		}
+		return spoolfs_error_set(err, SPOOLFS_E_CANCELLED, "waiting");
+	}
 	if (strcmp(*final, job->rpath) != 0 &&
 	    rename_mkdirs(conn, job->rpath, *final, err) < 0)
 		return -1;
@@ -907,6 +1092,8 @@ static void finish_error_locked(struct job *job, struct spoolfs_error *err,
 		log_info("%s (attempt %d of %d, next in %.1fs)", msg,
 			 n->attempts, dc->retries + 1, (double)delay / 1000);
 	} else if (job->kind == JOB_META) {
+		if (!n->meta_gave_up)
+			stuck_add_locked(d, n);
 		n->meta_gave_up = true;
 		node_requeue_locked(sp, n);
 		spool_event_locked(sp, n, dc->name, "failed", msg);
@@ -937,8 +1124,18 @@ static void finish_locked(struct job *job, int rc, char *final,
 {
 	struct spool *sp = job->sp;
 	struct spool_node *n = job->n;
+	bool parked = job->parked != NULL;
 
 	n->streaming = false;
+	if (parked && n->rpath) {
+		/* moved on the server already: the row must say so,
+		 * whatever happens next */
+		free(n->rpath);
+		n->rpath = job->parked;
+		job->parked = NULL;
+	}
+	if (job->blocked_until && n->ready_at < job->blocked_until)
+		n->ready_at = job->blocked_until;
 	if (rc > 0) {
 		/* a stream handed back before close: not an attempt; the
 		 * upload after close resumes its temp */
@@ -962,7 +1159,9 @@ static void finish_locked(struct job *job, int rc, char *final,
 		if (n->state == SPOOL_UPLOADING)
 			node_set_state_locked(sp, n, SPOOL_QUEUED);
 		node_requeue_locked(sp, n);
-		if (n->linked)
+		if (parked && n->linked)
+			node_save_durable_locked(sp, n);
+		else if (n->linked)
 			node_save_locked(sp, n);
 		free(final);
 	} else {
@@ -1082,6 +1281,7 @@ static void *worker_main(void *arg)
 			log_error("%s: out of memory", d->conf->name);
 			break;
 		}
+		w->cur = n;
 		pthread_mutex_unlock(&sp->lock);
 
 		spoolfs_error_clear(&err);
@@ -1107,6 +1307,7 @@ static void *worker_main(void *arg)
 		idle_since = spool_now_ms();
 
 		pthread_mutex_lock(&sp->lock);
+		w->cur = NULL;
 		finish_locked(&job, rc, final, &err, &w->seed);
 		job_release(&job);
 	}
@@ -1153,12 +1354,17 @@ void uploader_stop(struct spool *sp)
 
 		for (int k = 0; k < d->nworkers; k++)
 			pthread_join(ws[k].thread, NULL);
+		pthread_mutex_lock(&sp->lock);
 		if (d->stream_offer) {
-			pthread_mutex_lock(&sp->lock);
 			node_put_locked(sp, d->stream_offer);
 			d->stream_offer = NULL;
-			pthread_mutex_unlock(&sp->lock);
 		}
+		while (d->nstuck > 0)
+			node_put_locked(sp, d->stuck[--d->nstuck]);
+		free(d->stuck);
+		d->stuck = NULL;
+		d->capstuck = 0;
+		pthread_mutex_unlock(&sp->lock);
 		free(d->workers);
 		d->workers = NULL;
 		d->nworkers = 0;

@@ -388,6 +388,35 @@ def make_big_file(path, size: int, seed: int = 1) -> str:
     return h.hexdigest()
 
 
+def rename_onto_held_names(env, dest: str, server_dir: Path):
+    """Renames whose new name another file's uploaded copy still holds on
+    the server, while DEST's only connection is busy with a third file (the
+    caller sets connections=1 and a max_rate): keep the old version
+    (cp new a.tmp; mv a a.old; mv a.tmp a) and swap two files.  Asserts the
+    server ends with every version under its name and nothing else."""
+    m = lambda rel: env.m(dest, rel)
+    v = {n: pseudo_random(20_000 + i, 40 + i)
+         for i, n in enumerate(["a", "x", "y"])}
+    v["new"] = pseudo_random(300_000, 50)
+    for n in ("a", "x", "y"):
+        m(n).write_bytes(v[n])
+    env.wait_uploaded(m("a"), m("x"), m("y"))
+    m("a.tmp").write_bytes(v["new"])
+    env.wait_state(m("a.tmp"), "uploading")
+    os.rename(m("a"), m("a.old"))
+    os.rename(m("a.tmp"), m("a"))
+    os.rename(m("x"), m("t"))
+    os.rename(m("y"), m("x"))
+    os.rename(m("t"), m("y"))
+    want = {"a": v["new"], "a.old": v["a"], "x": v["y"], "y": v["x"]}
+    env.wait_uploaded(*(m(n) for n in want))
+    on_server = {p.name: p.read_bytes() for p in Path(server_dir).iterdir()}
+    assert sorted(on_server) == sorted(want), sorted(on_server)
+    for n, data in want.items():
+        assert on_server[n] == data, f"{n} on the server holds other bytes"
+        assert m(n).read_bytes() == data, f"{n} in the mount"
+
+
 # ---------------------------------------------------------------- env
 
 class SpoolfsEnv:

@@ -3,6 +3,7 @@
 
 import os
 import random
+import re
 
 import pytest
 
@@ -84,6 +85,97 @@ def test_rename_before_upload_finishes_changes_where_it_lands(sfs):
     assert dest_files(dest) == ["b.bin", "later/c2.bin"]
     assert (dest / "b.bin").read_bytes() == da
     assert (dest / "later/c2.bin").read_bytes() == dc
+
+
+def test_keep_the_old_version_beside_the_new_one(sfs):
+    """cp new a.tmp; mv a a.old; mv a.tmp a, with a uploaded: the server
+    ends with both versions under their names.  One connection, busy with
+    a.tmp, so its rename onto 'a' comes before the rename of a's copy to
+    a.old: that rename waits for it (before, it overwrote the only copy of
+    the old version, and the meta job then carried the new content to
+    a.old)."""
+    dest = sfs.add_dest("local", max_rate="200K", connections=1)
+    sfs.mount()
+    a, tmp, old = (sfs.m("local", x) for x in ("a", "a.tmp", "a.old"))
+    v1, v2 = pseudo_random(20_000, 11), pseudo_random(300_000, 12)
+    a.write_bytes(v1)
+    sfs.wait_uploaded(a)
+    tmp.write_bytes(v2)
+    sfs.wait_state(tmp, "uploading")
+    os.rename(a, old)
+    os.rename(tmp, a)
+    sfs.wait_uploaded(a, old)
+    assert dest_files(dest) == ["a", "a.old"]
+    assert (dest / "a").read_bytes() == v2
+    assert (dest / "a.old").read_bytes() == v1
+    assert old.read_bytes() == v1 and a.read_bytes() == v2
+    assert re.search(r"local: renamed 'a' to 'a\.old' on the server\n"
+                     r"(.*\n)*spoolfs: local: uploaded 'a' ", sfs.log()), \
+        sfs.log_tail()
+
+
+def test_swapping_two_uploaded_files_swaps_them_on_the_server(sfs):
+    """mv a t; mv b a; mv t b, while the one connection is busy: each file's
+    rename on the server lands on the name the other's copy still holds.
+    The first one moves its copy aside (.spoolfs-TAG-ID-GEN.mv), then both
+    move into place; nothing is overwritten and nothing is left over."""
+    dest = sfs.add_dest("local", max_rate="200K", connections=1)
+    sfs.mount()
+    a, b, t, big = (sfs.m("local", x) for x in ("a", "b", "t", "big"))
+    va, vb = pseudo_random(30_000, 13), pseudo_random(25_000, 14)
+    vbig = pseudo_random(300_000, 15)
+    a.write_bytes(va)
+    b.write_bytes(vb)
+    sfs.wait_uploaded(a, b)
+    big.write_bytes(vbig)
+    sfs.wait_state(big, "uploading")
+    os.rename(a, t)
+    os.rename(b, a)
+    os.rename(t, b)
+    sfs.wait_uploaded(a, b, big)
+    assert dest_files(dest) == ["a", "b", "big"]
+    assert (dest / "a").read_bytes() == vb
+    assert (dest / "b").read_bytes() == va
+    assert a.read_bytes() == vb and b.read_bytes() == va
+    assert re.search(r"local: moved '[ab]' aside to '\.spoolfs-[0-9a-f]{8}-"
+                     r"\d+-\d+\.mv' on the server", sfs.log()), sfs.log_tail()
+
+
+@pytest.mark.allow_log(r"different filesystems|waiting: ")
+def test_a_new_file_waits_for_an_old_copy_whose_rename_failed(sfs):
+    """mv a archive/a.old with archive read-only on the server: that rename
+    gives up and a's copy stays at 'a'.  A new 'a' then waits rather than
+    overwrite the only copy of archive/a.old, and says why; once the
+    server is fixed and a.old touched, both land."""
+    dest = sfs.add_dest("local", retries=0)
+    (dest / "archive").mkdir()
+    sfs.mount()
+    a, old = sfs.m("local", "a"), sfs.m("local", "archive/a.old")
+    v1, v2 = pseudo_random(20_000, 16), pseudo_random(10_000, 17)
+    a.write_bytes(v1)
+    sfs.wait_uploaded(a)
+    sfs.make_read_only(dest / "archive")
+    os.mkdir(sfs.m("local", "archive"))
+    os.rename(a, old)
+    wait_until(lambda: "rename" in sfs.xattr(old, "error"), 20,
+               "the rename into the read-only archive to give up",
+               state=lambda: sfs.describe([old]))
+    a.write_bytes(v2)
+    wait_until(lambda: "waiting: " in sfs.xattr(a, "error"), 20,
+               "the new 'a' to say it waits", state=lambda: sfs.describe([a]))
+    err = sfs.xattr(a, "error")
+    assert "'a' on the server is still the only copy of 'archive/a.old'" \
+        in err, err
+    assert sfs.state(a) == "queued"
+    assert (dest / "a").read_bytes() == v1      # not overwritten
+    assert old.read_bytes() == v1               # read back from the server
+    run(["umount", dest / "archive"])
+    sfs.extra_mounts.remove(dest / "archive")
+    os.utime(old)
+    sfs.wait_uploaded(a, old, timeout=30)
+    assert dest_files(dest) == ["a", "archive/a.old"]
+    assert (dest / "archive/a.old").read_bytes() == v1
+    assert (dest / "a").read_bytes() == v2
 
 
 def test_rename_directory_moves_what_is_queued_beneath_it(sfs):

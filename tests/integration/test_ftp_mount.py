@@ -44,7 +44,8 @@ import pytest
 
 from ftp_server import FtpServer, have_vsftpd, pure_ftpd_path
 from spoolfs_harness import (all_xattrs, child_env, make_big_file,
-                             make_flat_tree, pseudo_random, run, sha256,
+                             make_flat_tree, pseudo_random,
+                             rename_onto_held_names, run, sha256,
                              stray_names, unavailable, wait_until,
                              write_file)
 
@@ -519,6 +520,15 @@ def test_server_down_past_retries_then_mv_out_of_failed(ftpd, sfs):
 # ------------------------------------------------------------ 7. passwords
 
 
+
+
+@pytest.mark.parametrize("ftpd", [SERVERS[0], SERVERS[3]], indirect=True)
+def test_renames_onto_names_another_copy_still_holds(ftpd, sfs):
+    """As for SFTP: RNTO over a name another file's copy still holds waits
+    for that copy to move (vsftpd and pure-ftpd both overwrite on RNTO)."""
+    add_nas(sfs, ftpd, connections=1, max_rate="200K")
+    mount(sfs)
+    rename_onto_held_names(sfs, "nas", home(ftpd))
 
 
 @pytest.mark.parametrize("ftpd", VSFTPD + SERVERS[4:5], indirect=True)

@@ -33,9 +33,9 @@ import pytest
 
 from spoolfs_harness import (TEMP_RE, all_xattrs, assert_same_files,
                              child_env, make_big_file, make_flat_tree,
-                             need_root, pseudo_random, run, scaled, sha256,
-                             spoolfs_bin, stray_names, unavailable,
-                             wait_until, write_file)
+                             need_root, pseudo_random, rename_onto_held_names,
+                             run, scaled, sha256, spoolfs_bin, stray_names,
+                             unavailable, wait_until, write_file)
 from sshd_server import SSHD, TEST_USER, SshServer
 
 PASSWORD = "Spoolfs-m0unt-s3cret-pw"
@@ -523,6 +523,18 @@ def test_rsync_a_twice_transfers_nothing_the_second_time(sshd, sfs):
     assert len(sfs.uploaded_lines("box")) == uploads, "uploaded again"
     assert_same_files(sfs.src, sshd.root, mtime=True)
     assert sfs.data_files() == []
+
+
+# ------------------------------------------- renames onto held names
+
+def test_renames_onto_names_another_copy_still_holds(sshd, sfs):
+    """Keep the old version beside the new one, and swap two files, while
+    the one session is busy: every rename on the server waits for the copy
+    that holds its new name to move (or moves aside first), so nothing is
+    overwritten."""
+    add_box(sfs, sshd, connections=1, max_rate="200K")
+    sfs.mount()
+    rename_onto_held_names(sfs, "box", sshd.root)
 
 
 # ------------------------------------------------- big files, two sessions
