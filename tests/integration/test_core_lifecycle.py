@@ -252,6 +252,28 @@ def test_rm_with_delete_remote_deletes_the_remote_copy(sfs):
                state=lambda: sfs.describe())
 
 
+def test_mv_over_an_uploaded_file_with_delete_remote_keeps_the_new_one(sfs):
+    """mv a b over an uploaded b with delete_remote: b's removal on the
+    server runs before a's copy moves to 'b'.  Before, the rename could go
+    first and the removal then deleted a's only copy (the server ended with
+    no 'b' while the mount said uploaded)."""
+    dest = sfs.add_dest("local", delete_remote="yes", max_rate="200K",
+                        connections=1)
+    sfs.mount()
+    a, b, big = (sfs.m("local", x) for x in ("a", "b", "big"))
+    va, vb = pseudo_random(30_000, 18), pseudo_random(25_000, 19)
+    a.write_bytes(va)
+    b.write_bytes(vb)
+    sfs.wait_uploaded(a, b)
+    big.write_bytes(pseudo_random(300_000, 20))
+    sfs.wait_state(big, "uploading")
+    os.rename(a, b)
+    sfs.wait_uploaded(b, big)
+    assert dest_files(dest) == ["b", "big"]
+    assert (dest / "b").read_bytes() == va
+    assert b.read_bytes() == va
+
+
 # ---------------------------------------------------------------- failures
 
 @pytest.mark.allow_log(MISSING_DIR_LOG)
