@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 static const struct {
 	const char *name;
@@ -34,17 +35,51 @@ static const struct {
 	[SPOOLFS_E_CANCELLED] = { "cancelled", false, ECANCELED },
 };
 
+/* Back from P (inside S) to the start of a UTF-8 character. */
+static const char *char_start(const char *s, const char *p)
+{
+	while (p > s && ((unsigned char)*p & 0xc0) == 0x80)
+		p--;
+	return p;
+}
+
+char *spoolfs_fit(char *dst, size_t cap, const char *src)
+{
+	static const char dots[] = "...";
+	size_t len = strlen(src), head, tail;
+	const char *h, *t;
+
+	if (len < cap) {
+		memcpy(dst, src, len + 1);
+		return dst;
+	}
+	/* a third of the room for the start, the rest for the end */
+	head = (cap - sizeof(dots)) / 3;
+	tail = cap - sizeof(dots) - head;
+	h = char_start(src, src + head);
+	t = char_start(src, src + len - tail);
+	if (t < src + len - tail)	/* went back: skip that character */
+		for (t++; ((unsigned char)*t & 0xc0) == 0x80; t++)
+			;
+	memcpy(dst, src, (size_t)(h - src));
+	memcpy(dst + (h - src), dots, sizeof(dots) - 1);
+	memcpy(dst + (h - src) + sizeof(dots) - 1, t, strlen(t) + 1);
+	return dst;
+}
+
 int spoolfs_error_set(struct spoolfs_error *err, enum spoolfs_err code,
 		      const char *fmt, ...)
 {
+	char buf[8192];
 	va_list ap;
 
 	if (!err)
 		return -1;
 	err->code = code;
 	va_start(ap, fmt);
-	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
+	spoolfs_fit(err->msg, sizeof(err->msg), buf);
 	return -1;
 }
 

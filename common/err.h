@@ -56,6 +56,14 @@ int spoolfs_error_set(struct spoolfs_error *err, enum spoolfs_err code,
 		      const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/*
+ * Copy SRC into DST (CAP bytes, CAP >= 16) whole if it fits, else its
+ * start, "...", and its end: a message about a very long path keeps what
+ * failed and why (the end), not only the path.  Never splits a UTF-8
+ * character.  Returns DST.
+ */
+char *spoolfs_fit(char *dst, size_t cap, const char *src);
+
 /* Reset to SPOOLFS_OK with an empty message. */
 void spoolfs_error_clear(struct spoolfs_error *err);
 

@@ -4,6 +4,8 @@
  */
 #include "log.h"
 
+#include "err.h"
+
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -56,13 +58,15 @@ bool spoolfs_log_debug_enabled(void)
 void spoolfs_log(enum spoolfs_log_level level, const char *fmt, ...)
 {
 	const char *prefix = "";
-	char line[4096], safe[4 * sizeof(line)];
+	char full[16384], line[4096], safe[4 * sizeof(line)];
 	va_list ap;
 
-	/* one line per event, whatever the names in it contain */
+	/* one line per event, whatever the names in it contain; a line too
+	 * long keeps its end, which says what happened */
 	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
+	vsnprintf(full, sizeof(full), fmt, ap);
 	va_end(ap);
+	spoolfs_fit(line, sizeof(line), full);
 	spoolfs_escape_ctl(safe, sizeof(safe), line);
 	if (log_syslog) {
 		syslog((int)level, "%s", safe);

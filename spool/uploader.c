@@ -1066,14 +1066,17 @@ static void finish_error_locked(struct job *job, struct spoolfs_error *err,
 	struct spool_node *n = job->n;
 	struct spool_dest *d = job->d, *fb;
 	const struct spoolfs_dest *dc = d->conf;
-	char *url = spoolfs_remote_url(dc, job->relpath);
+	char *url = spoolfs_remote_url(dc, job->relpath), *full = NULL;
 	char msg[SPOOLFS_ERRMSG_MAX + 512];
 	bool transient = spoolfs_err_transient(err->code);
 
 	n->busy = false;
-	snprintf(msg, sizeof(msg), "%s: %s of '%s' to %s failed: %s", dc->name,
-		 job->kind == JOB_UPLOAD ? "upload" : "rename",
-		 job->relpath, url ? url : dc->url_display, err->msg);
+	if (asprintf(&full, "%s: %s of '%s' to %s failed: %s", dc->name,
+		     job->kind == JOB_UPLOAD ? "upload" : "rename",
+		     job->relpath, url ? url : dc->url_display, err->msg) < 0)
+		full = NULL;
+	spoolfs_fit(msg, sizeof(msg), full ? full : err->msg);
+	free(full);
 	free(url);
 	free(d->last_err);
 	d->last_err = strdup(msg);

@@ -82,6 +82,50 @@ def test_names_longer_than_255_bytes_are_refused_up_front(mounted):
     mounted.wait_spool_empty()
 
 
+@pytest.mark.allow_log(r"file name too long")
+def test_a_path_too_long_for_the_server_fails_saying_why(sfs):
+    """Eighteen directories of 245-byte names: each name fits, but the path
+    on the server is over PATH_MAX.  The upload fails at once (no retries
+    can help), the file is kept in .failed/, and its error, cut in the
+    middle of the long path, still ends with the reason."""
+    sfs.add_dest("local")
+    sfs.mount()
+    names = [f"d{i:03d}" + "x" * 241 for i in range(18)]
+
+    def walk(top, create):
+        fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+        for n in names:
+            if create:
+                os.mkdir(n, dir_fd=fd)
+            nfd = os.open(n, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        return fd
+
+    fd = walk(sfs.m("local"), create=True)
+    f = os.open("f.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(f, b"deep")
+    os.close(f)
+    os.close(fd)
+    wait_until(lambda: "file name too long" in sfs.log(), 20,
+               "the upload to fail", state=lambda: sfs.log_tail())
+    fd = walk(sfs.m("local", ".failed"), create=False)
+    try:
+        f = os.open("f.txt", os.O_RDONLY, dir_fd=fd)
+        assert os.read(f, 100) == b"deep"
+        err = os.getxattr(f, "user.spoolfs.error").decode()
+        attempts = os.getxattr(f, "user.spoolfs.attempts").decode()
+        os.close(f)
+    finally:
+        os.close(fd)
+    assert attempts == "1"
+    assert err.startswith("local: upload of 'd000x"), err
+    assert "..." in err and err.endswith(": file name too long"), err
+    line = [x for x in sfs.log().splitlines() if "too long" in x][0]
+    assert "file name too long; kept in local/.failed/d000x" in line, line
+    assert line.endswith("/f.txt"), line
+
+
 def test_behaves_like_a_local_disk(sfs):
     # settle keeps every upload back until the sequence below is done, so
     # the destination must end with the final state only.

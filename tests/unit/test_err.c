@@ -129,11 +129,19 @@ static void test_error_buffer(void)
 	CHECK_EQ_STR(err.msg,
 		     "cannot write '/srv/a.jpg': no space left on device");
 
-	/* Too long: truncated, still terminated. */
+	/* Too long: cut in the middle, so the reason at the end stays. */
 	memset(big, 'x', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
-	CHECK_EQ_INT(spoolfs_error_set(&err, SPOOLFS_E_IO, "%s", big), -1);
+	CHECK_EQ_INT(spoolfs_error_set(&err, SPOOLFS_E_IO,
+				       "cannot write '%s': file name too long",
+				       big), -1);
 	CHECK_EQ_INT(strlen(err.msg), SPOOLFS_ERRMSG_MAX - 1);
+	CHECK(strncmp(err.msg, "cannot write 'xxx", 17) == 0);
+	CHECK(strstr(err.msg, "xx...xx") != NULL);
+	CHECK(strcmp(err.msg + strlen(err.msg) - 22,
+		     "': file name too long") == 0 ||
+	      strcmp(err.msg + strlen(err.msg) - 21,
+		     "': file name too long") == 0);
 
 	/* A NULL err is allowed and still says -1. */
 	CHECK_EQ_INT(spoolfs_error_set(NULL, SPOOLFS_E_IO, "ignored"), -1);
@@ -142,6 +150,22 @@ static void test_error_buffer(void)
 	spoolfs_error_clear(&err);
 	CHECK_EQ_INT(err.code, SPOOLFS_OK);
 	CHECK_EQ_STR(err.msg, "");
+}
+
+static void test_fit(void)
+{
+	char out[16];
+
+	CHECK_EQ_STR(spoolfs_fit(out, sizeof(out), "short"), "short");
+	CHECK_EQ_STR(spoolfs_fit(out, sizeof(out), "fifteen chars.."),
+		     "fifteen chars..");
+	/* 16 bytes: 4 of the start, "...", 8 of the end */
+	CHECK_EQ_STR(spoolfs_fit(out, sizeof(out), "0123456789abcdefghij"),
+		     "0123...cdefghij");
+	/* never half a character: "é" is 2 bytes, "€" 3 */
+	CHECK_EQ_STR(spoolfs_fit(out, sizeof(out), "abcé€€€€€€€xyz"),
+		     "abc...€xyz");
+	CHECK(strlen(spoolfs_fit(out, sizeof(out), "ééééééééééééééé")) < 16);
 }
 
 /* A file name must not be able to forge a log line or error message. */
@@ -166,6 +190,7 @@ int main(void)
 	test_from_errno();
 	test_to_errno();
 	test_error_buffer();
+	test_fit();
 	test_escape_ctl();
 	return check_done();
 }
