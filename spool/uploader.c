@@ -362,9 +362,9 @@ static void block_on_locked(struct job *job, struct spool_node *owner,
 
 	if (!owner->meta_gave_up) {
 		job->blocked_until = at + BLOCKED_RETRY_MS;
-		log_debug("%s: '%s' waits: '%s' on the server is still the "
-			  "copy of another file, which %s first",
-			  job->d->conf->name, job->relpath, path,
+		log_debug("%s: '%s' waits: the server's '%s' is still "
+			  "another file's copy, which %s first",
+			  job->d->conf->name, path, path,
 			  owner->area == SPOOL_AREA_TRASH ? "is removed"
 							  : "moves");
 		return;
