@@ -69,7 +69,10 @@ struct job {
 	bool remove_rpath;	/* trash: delete the uploaded copy */
 	uint64_t last_done;
 	int64_t blocked_until;	/* put back until then (owner_locked()) */
-	char *parked;		/* meta: the copy was moved aside to this */
+	char *moved;		/* meta: the copy was renamed to this on the
+				 * server (aside, or to its name) */
+	bool parked;		/* ...aside, to wait */
+	struct worker *w;	/* the worker running it */
 };
 
 struct worker {
@@ -77,6 +80,8 @@ struct worker {
 	pthread_t thread;
 	unsigned int seed;
 	struct spool_node *cur;	/* [L] the node of its job, NULL when idle */
+	char *target;		/* [L] the name its job is renaming a file
+				 * to on the server right now */
 };
 
 /* N has a copy on D's server at N->rpath (of its content now or, in the
@@ -344,11 +349,57 @@ static struct spool_node *owner_locked(struct spool_dest *d,
 			if (k->q_remote && blocks_locked(d, self, k, path))
 				return k;
 	for (int i = 0; i < d->nworkers; i++) {
-		k = d->workers[i].cur;
-		if (k && blocks_locked(d, self, k, path))
+		struct worker *w = &d->workers[i];
+
+		k = w->cur;
+		if (!k || k == self)
+			continue;
+		/* a rename onto PATH under way: that copy holds it next */
+		if ((w->target && strcmp(w->target, path) == 0) ||
+		    blocks_locked(d, self, k, path))
 			return k;
 	}
 	return NULL;
+}
+
+/*
+ * Whether SELF (a meta job for its copy at MINE) waiting for OWNER
+ * closes a circle: OWNER waits for the owner of its own new name, and so
+ * on, back to SELF's copy (two files that swapped names).  Only then does
+ * SELF move its copy aside; else it waits.  A chain longer than it can
+ * follow counts as a circle.
+ */
+static bool circle_locked(struct spool_dest *d, const struct spool_node *self,
+			  const char *mine, struct spool_node *owner)
+{
+	struct spool_node *k = owner;
+
+	for (int i = 0; i < 64; i++) {
+		char *want = node_relpath_locked(k);
+		struct spool_node *next;
+
+		if (!want)
+			return true;
+		if (strcmp(want, mine) == 0) {
+			free(want);
+			return true;
+		}
+		next = owner_locked(d, k, want);
+		free(want);
+		if (!next)
+			return false;
+		if (next == self)
+			return true;
+		k = next;
+	}
+	return true;
+}
+
+/* JOB's rename onto PATH starts: no other job may rename onto it now. */
+static void reserve_locked(struct job *job, const char *path)
+{
+	free(job->w->target);
+	job->w->target = strdup(path);
 }
 
 /* JOB waits for OWNER: when to look again. */
@@ -394,7 +445,7 @@ static char *dir_of(const char *rel)
 
 static void job_release(struct job *job)
 {
-	free(job->parked);
+	free(job->moved);
 	free(job->relpath);
 	free(job->rtmp);
 	free(job->rpath);
@@ -681,6 +732,8 @@ static int commit_tmp(struct job *job, struct spoolfs_conn *conn,
 		free(*final);
 		*final = NULL;
 		cancelled = true;
+	} else if (*final) {
+		reserve_locked(job, *final);
 	}
 	pthread_mutex_unlock(&sp->lock);
 	if (cancelled)
@@ -875,46 +928,57 @@ static int run_meta(struct job *job, struct spoolfs_conn *conn,
 	struct spool *sp = job->sp;
 	struct spool_node *owner = NULL;
 	char *park = NULL, *dir;
+	bool move;
 
 	pthread_mutex_lock(&sp->lock);
 	*final = node_relpath_locked(job->n);
-	if (*final && strcmp(*final, job->rpath) != 0)
+	move = *final && strcmp(*final, job->rpath) != 0;
+	if (move)
 		owner = owner_locked(job->d, job->n, *final);
 	if (owner) {
 		block_on_locked(job, owner, *final);
-		dir = dir_of(job->rpath);
-		if (!dir || asprintf(&park, "%s%s.spoolfs-%s-%" PRId64 "-%"
-				     PRIu64 ".mv", dir, *dir ? "/" : "",
-				     sp->tmp_tag, job->n->id,
-				     job->gen) < 0)
+		/* job->rpath: the node's own is gone if it was removed */
+		dir = circle_locked(job->d, job->n, job->rpath, owner) ?
+		      dir_of(job->rpath) : NULL;
+		if (dir && asprintf(&park, "%s%s.spoolfs-%s-%" PRId64 "-%"
+				    PRIu64 ".mv", dir, *dir ? "/" : "",
+				    sp->tmp_tag, job->n->id, job->gen) < 0)
 			park = NULL;
 		free(dir);
+	} else if (move) {
+		reserve_locked(job, *final);
 	}
 	pthread_mutex_unlock(&sp->lock);
-	if (!*final || (owner && !park)) {
-		free(park);
+	if (!*final)
 		return spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
-	}
 	if (owner) {
 		free(*final);
 		*final = NULL;
-		if (strcmp(park, job->rpath) == 0) {
-			free(park);	/* aside already */
-		} else if (spoolfs_conn_rename(conn, job->rpath, park,
-					       err) < 0) {
-			free(park);
-			return -1;
-		} else {
+		if (park && strcmp(park, job->rpath) != 0) {
+			if (spoolfs_conn_rename(conn, job->rpath, park,
+						err) < 0) {
+				free(park);
+				return -1;
+			}
 			log_info("%s: moved '%s' aside to '%s' on the server "
 				 "until the file there now moves",
 				 job->d->conf->name, job->rpath, park);
-			job->parked = park;
+			job->moved = park;
+			job->parked = true;
+		} else {
+			free(park);	/* waits as it is, or aside already */
 		}
 		return spoolfs_error_set(err, SPOOLFS_E_CANCELLED, "waiting");
 	}
-	if (strcmp(*final, job->rpath) != 0 &&
-	    rename_mkdirs(conn, job->rpath, *final, err) < 0)
-		return -1;
+	if (move) {
+		if (rename_mkdirs(conn, job->rpath, *final, err) < 0)
+			return -1;
+		/* done on the server, whatever the mtime does */
+		job->moved = strdup(*final);
+		if (!job->moved)
+			return spoolfs_error_set(err, SPOOLFS_E_IO,
+						 "out of memory");
+	}
 	return spoolfs_conn_set_mtime(conn, *final, job->mtime, err);
 }
 
@@ -1101,7 +1165,7 @@ static void finish_error_locked(struct job *job, struct spoolfs_error *err,
 		node_requeue_locked(sp, n);
 		spool_event_locked(sp, n, dc->name, "failed", msg);
 		log_error("%s; the file stays at '%s' on the server", msg,
-			  job->rpath);
+			  n->rpath ? n->rpath : job->rpath);
 	} else if ((fb = next_fallback(n))) {
 		node_trash_tmp_locked(sp, n);
 		n->target = fb;
@@ -1127,15 +1191,15 @@ static void finish_locked(struct job *job, int rc, char *final,
 {
 	struct spool *sp = job->sp;
 	struct spool_node *n = job->n;
-	bool parked = job->parked != NULL;
+	bool parked = job->parked;
 
 	n->streaming = false;
-	if (parked && n->rpath) {
-		/* moved on the server already: the row must say so,
-		 * whatever happens next */
+	if (job->moved && n->rpath) {
+		/* renamed on the server: the row must say so, whatever
+		 * happens next */
 		free(n->rpath);
-		n->rpath = job->parked;
-		job->parked = NULL;
+		n->rpath = job->moved;
+		job->moved = NULL;
 	}
 	if (job->blocked_until && n->ready_at < job->blocked_until)
 		n->ready_at = job->blocked_until;
@@ -1285,6 +1349,7 @@ static void *worker_main(void *arg)
 			break;
 		}
 		w->cur = n;
+		job.w = w;
 		pthread_mutex_unlock(&sp->lock);
 
 		spoolfs_error_clear(&err);
@@ -1301,7 +1366,9 @@ static void *worker_main(void *arg)
 			rc = run_meta(&job, conn, &final, &err);
 		else
 			rc = run_trash(&job, conn, &err);
-		if (rc != 0 && conn && !keeps_connection(err.code)) {
+		/* a job that only waits for another has not used it */
+		if (rc != 0 && conn && !keeps_connection(err.code) &&
+		    !job.blocked_until) {
 			spoolfs_conn_close(conn);
 			conn = NULL;
 		}
@@ -1311,6 +1378,8 @@ static void *worker_main(void *arg)
 
 		pthread_mutex_lock(&sp->lock);
 		w->cur = NULL;
+		free(w->target);
+		w->target = NULL;
 		finish_locked(&job, rc, final, &err, &w->seed);
 		job_release(&job);
 	}

@@ -417,6 +417,58 @@ def rename_onto_held_names(env, dest: str, server_dir: Path):
         assert m(n).read_bytes() == data, f"{n} in the mount"
 
 
+def shuffle_names(env, dest: str, server_dir: Path, seed: int):
+    """150 random steps on 20 uploaded files in DEST (the caller sets a few
+    connections and a max_rate, so renames overtake uploads): swaps through
+    a temporary name, renames onto new and existing names, rewrites,
+    removals, with short pauses between some.  Then every file in the mount
+    must be on the server with its bytes, and the mount must hold exactly
+    what the steps left.  Files removed or replaced may leave copies behind
+    on the server (rm only forgets locally), so extra server files are
+    allowed."""
+    import random
+    rnd = random.Random(seed)
+    m = lambda rel: env.m(dest, rel)
+    names = [f"f{i:02d}" for i in range(20)]
+    want = {}
+    for i, n in enumerate(names):
+        want[n] = pseudo_random(rnd.randint(1_000, 200_000), 100 + i)
+        m(n).write_bytes(want[n])
+    for step in range(150):
+        if step == 40:
+            env.wait_uploaded(*(m(n) for n in want))
+        cur = sorted(want)
+        op = rnd.random() if len(cur) >= 2 else 0.8
+        if op < 0.5:
+            a, b = rnd.sample(cur, 2)
+            os.rename(m(a), m("tmp"))
+            os.rename(m(b), m(a))
+            os.rename(m("tmp"), m(b))
+            want[a], want[b] = want[b], want[a]
+        elif op < 0.75:
+            a, b = rnd.choice(cur), rnd.choice(names + [f"g{step}"])
+            os.rename(m(a), m(b))
+            want[b] = want.pop(a)
+        elif op < 0.85 or not cur:
+            a = rnd.choice(names)
+            want[a] = pseudo_random(rnd.randint(1_000, 100_000), 1000 + step)
+            m(a).write_bytes(want[a])
+        else:
+            a = rnd.choice(cur)
+            os.unlink(m(a))
+            del want[a]
+        if rnd.random() < 0.2:
+            time.sleep(rnd.random() * 0.3)
+    env.wait_uploaded(*(m(n) for n in want), timeout=120)
+    local = {p.name: p.read_bytes() for p in env.m(dest).iterdir()
+             if not p.name.startswith(".")}
+    assert sorted(local) == sorted(want)
+    for n, data in want.items():
+        assert local[n] == data, f"{n} in the mount holds other bytes"
+        got = (Path(server_dir) / n).read_bytes()
+        assert got == data, f"{n} on the server holds other bytes"
+
+
 # ---------------------------------------------------------------- env
 
 class SpoolfsEnv:

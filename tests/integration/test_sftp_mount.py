@@ -34,8 +34,8 @@ import pytest
 from spoolfs_harness import (TEMP_RE, all_xattrs, assert_same_files,
                              child_env, make_big_file, make_flat_tree,
                              need_root, pseudo_random, rename_onto_held_names,
-                             run, scaled, sha256, spoolfs_bin, stray_names,
-                             unavailable, wait_until, write_file)
+                             run, scaled, sha256, shuffle_names, spoolfs_bin,
+                             stray_names, unavailable, wait_until, write_file)
 from sshd_server import SSHD, TEST_USER, SshServer
 
 PASSWORD = "Spoolfs-m0unt-s3cret-pw"
@@ -535,6 +535,16 @@ def test_renames_onto_names_another_copy_still_holds(sshd, sfs):
     add_box(sfs, sshd, connections=1, max_rate="200K")
     sfs.mount()
     rename_onto_held_names(sfs, "box", sshd.root)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_renames_rewrites_and_removals_end_as_in_the_mount(sshd, sfs,
+                                                                  seed):
+    """As for file://, over three SFTP sessions."""
+    add_box(sfs, sshd, connections=3, max_rate="2M")
+    sfs.set_spool(settle="100ms")
+    sfs.mount()
+    shuffle_names(sfs, "box", sshd.root, seed)
 
 
 # ------------------------------------------------- big files, two sessions
