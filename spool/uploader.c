@@ -274,10 +274,11 @@ static int job_progress(void *arg, uint64_t done)
  * removed with delete_remote whose removal has not run.  Renaming onto it
  * first would destroy the only copy of a.old and then carry new's content
  * to a.old, or delete new's upload.  So such a job is put back, not
- * counted as an attempt, until the owner's job has run.  A meta job that
- * has to wait moves its own copy aside first (.spoolfs-TAG-ID-GEN.mv
- * beside it), freeing its old name: two files that swapped names would
- * otherwise wait for each other forever.
+ * counted as an attempt, until the owner's job has run; a rename under way
+ * holds its new name (worker->target).  A meta job whose wait closes a
+ * circle (two files that swapped names would wait for each other forever)
+ * moves its own copy aside first (.spoolfs-TAG-ID-GEN.mv beside it),
+ * freeing its old name.
  */
 #define BLOCKED_RETRY_MS 100
 #define BLOCKED_STUCK_MS 5000
