@@ -2568,6 +2568,8 @@ void spool_close(struct spool *sp)
 		free(sp->dests[i].last_err);
 	}
 	tree_free(sp->trash);
+	for (size_t i = 0; i < sp->ndests; i++)
+		free(sp->dests[i].qr_tab);
 	for (size_t i = 0; i < sp->ninval; i++)
 		free(sp->inval[i]);
 	free(sp->inval);

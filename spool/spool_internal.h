@@ -106,7 +106,8 @@ struct spool_node {
 	uint64_t progress;		/* bytes sent of the current upload */
 	int64_t upload_start_ms;	/* when it entered uploading (status.c) */
 	struct spool_dest *queued_on;	/* whose queue it is in, NULL none */
-	bool q_remote;			/* counted in queued_on->nq_remote */
+	bool q_remote;			/* in queued_on->qr_tab (uploader.c) */
+	struct spool_node *qr_next;	/* ...its chain there */
 	struct spool_node *qprev, *qnext;
 };
 
@@ -116,8 +117,10 @@ struct spool_dest {
 	struct spool_node *root[2];	/* SPOOL_AREA_MAIN, SPOOL_AREA_FAILED */
 	struct spool_dest *fallback;
 	struct spool_node *qhead, *qtail;	/* [L] nodes needing work here */
-	int nq_remote;			/* [L] queued nodes with a remote copy
-					 * here (uploader.c, owner_locked()) */
+	/* [L] queued nodes with a copy on this server, by rpath (a hash
+	 * table of qr_size chains, power of 2; uploader.c, owner_locked()) */
+	struct spool_node **qr_tab;
+	size_t qr_size, nq_remote;
 	struct spool_node **stuck;	/* [L] files whose rename here gave up
 					 * (meta_gave_up), with a ref each;
 					 * stale entries go lazily */

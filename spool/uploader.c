@@ -92,6 +92,76 @@ static bool has_remote_copy(const struct spool_node *n,
 	return n->rdest == d && n->rpath;
 }
 
+/*
+ * The queued nodes with a copy on D's server are indexed by that path
+ * (qr_tab): a rename onto a name asks only the chain of that name, so
+ * renaming a directory of many uploaded files stays linear.  A queued
+ * node's rpath does not change (only jobs and unlinking change it, and
+ * both take it off the queue first).
+ */
+static size_t qr_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;	/* FNV-1a */
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return (size_t)h;
+}
+
+static void qr_link(struct spool_node **tab, size_t size, struct spool_node *n)
+{
+	struct spool_node **head = &tab[qr_hash(n->rpath) & (size - 1)];
+
+	n->qr_next = *head;
+	*head = n;
+}
+
+static void qr_add_locked(struct spool_dest *d, struct spool_node *n)
+{
+	if (d->nq_remote >= d->qr_size) {
+		size_t size = d->qr_size ? 2 * d->qr_size : 64;
+		struct spool_node **tab = calloc(size, sizeof(*tab));
+
+		if (tab) {
+			for (size_t i = 0; i < d->qr_size; i++) {
+				struct spool_node *k, *next;
+
+				for (k = d->qr_tab[i]; k; k = next) {
+					next = k->qr_next;
+					qr_link(tab, size, k);
+				}
+			}
+			free(d->qr_tab);
+			d->qr_tab = tab;
+			d->qr_size = size;
+		} else if (!d->qr_tab) {
+			return;		/* out of memory: unindexed */
+		}
+	}
+	qr_link(d->qr_tab, d->qr_size, n);
+	n->q_remote = true;
+	d->nq_remote++;
+}
+
+static void qr_del_locked(struct spool_dest *d, struct spool_node *n)
+{
+	struct spool_node **pp;
+
+	pp = &d->qr_tab[qr_hash(n->rpath) & (d->qr_size - 1)];
+	while (*pp && *pp != n)
+		pp = &(*pp)->qr_next;
+	/* not where its rpath says: it changed after all; never leave a
+	 * node behind in a chain */
+	for (size_t i = 0; !*pp && i < d->qr_size; i++)
+		for (pp = &d->qr_tab[i]; *pp && *pp != n; pp = &(*pp)->qr_next)
+			;
+	if (*pp)
+		*pp = n->qr_next;
+	n->qr_next = NULL;
+	n->q_remote = false;
+	d->nq_remote--;
+}
+
 void queue_remove_locked(struct spool_node *n)
 {
 	struct spool_dest *d = n->queued_on;
@@ -107,8 +177,7 @@ void queue_remove_locked(struct spool_node *n)
 	else
 		d->qtail = n->qprev;
 	if (n->q_remote)
-		d->nq_remote--;
-	n->q_remote = false;
+		qr_del_locked(d, n);
 	n->qprev = n->qnext = NULL;
 	n->queued_on = NULL;
 }
@@ -143,9 +212,8 @@ void queue_add_locked(struct spool_dest *d, struct spool_node *n)
 	else
 		d->qhead = n;
 	n->queued_on = d;
-	n->q_remote = has_remote_copy(n, d);
-	if (n->q_remote)
-		d->nq_remote++;
+	if (has_remote_copy(n, d))
+		qr_add_locked(d, n);
 }
 
 uint64_t spool_backoff_ms(uint64_t min, uint64_t max, int attempt,
@@ -322,10 +390,10 @@ static void stuck_add_locked(struct spool_dest *d, struct spool_node *n)
 
 /*
  * The file whose copy on D's server at PATH is still to move or go, if
- * any: queued (most queues hold none such, nq_remote), in a job, or one
- * whose rename gave up (its copy stays where it is until the file is
- * renamed or touched again, or the next mount retries it: until then a
- * file that wants its name waits, and says why).
+ * any: queued (qr_tab), in a job, or one whose rename gave up (its copy
+ * stays where it is until the file is renamed or touched again, or the
+ * next mount retries it: until then a file that wants its name waits, and
+ * says why).
  */
 static struct spool_node *owner_locked(struct spool_dest *d,
 				       const struct spool_node *self,
@@ -346,8 +414,9 @@ static struct spool_node *owner_locked(struct spool_dest *d,
 	}
 
 	if (d->nq_remote > 0)
-		for (k = d->qhead; k; k = k->qnext)
-			if (k->q_remote && blocks_locked(d, self, k, path))
+		for (k = d->qr_tab[qr_hash(path) & (d->qr_size - 1)]; k;
+		     k = k->qr_next)
+			if (blocks_locked(d, self, k, path))
 				return k;
 	for (int i = 0; i < d->nworkers; i++) {
 		struct worker *w = &d->workers[i];
