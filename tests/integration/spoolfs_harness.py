@@ -397,7 +397,7 @@ def rename_onto_held_names(env, dest: str, server_dir: Path):
     m = lambda rel: env.m(dest, rel)
     v = {n: pseudo_random(20_000 + i, 40 + i)
          for i, n in enumerate(["a", "x", "y"])}
-    v["new"] = pseudo_random(300_000, 50)
+    v["new"] = pseudo_random(1_000_000, 50)
     for n in ("a", "x", "y"):
         m(n).write_bytes(v[n])
     env.wait_uploaded(m("a"), m("x"), m("y"))

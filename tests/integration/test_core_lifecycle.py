@@ -95,10 +95,12 @@ def test_keep_the_old_version_beside_the_new_one(sfs):
     a.old: that rename waits for it (before, it overwrote the only copy of
     the old version, and the meta job then carried the new content to
     a.old)."""
+    # max_rate lets a second's worth through at once: 1 MB keeps the one
+    # connection busy for ~4 s, long enough for the renames under load
     dest = sfs.add_dest("local", max_rate="200K", connections=1)
     sfs.mount()
     a, tmp, old = (sfs.m("local", x) for x in ("a", "a.tmp", "a.old"))
-    v1, v2 = pseudo_random(20_000, 11), pseudo_random(300_000, 12)
+    v1, v2 = pseudo_random(20_000, 11), pseudo_random(1_000_000, 12)
     a.write_bytes(v1)
     sfs.wait_uploaded(a)
     tmp.write_bytes(v2)
@@ -124,7 +126,7 @@ def test_swapping_two_uploaded_files_swaps_them_on_the_server(sfs):
     sfs.mount()
     a, b, t, big = (sfs.m("local", x) for x in ("a", "b", "t", "big"))
     va, vb = pseudo_random(30_000, 13), pseudo_random(25_000, 14)
-    vbig = pseudo_random(300_000, 15)
+    vbig = pseudo_random(1_000_000, 15)
     a.write_bytes(va)
     b.write_bytes(vb)
     sfs.wait_uploaded(a, b)
@@ -196,7 +198,7 @@ def test_rename_directory_moves_what_is_queued_beneath_it(sfs):
     dest = sfs.add_dest("local", max_rate="200K", connections=1)
     sfs.mount()
     blocker = sfs.m("local", "blocker.bin")
-    blocker.write_bytes(pseudo_random(300_000, 8))
+    blocker.write_bytes(pseudo_random(1_000_000, 8))
     sfs.wait_state(blocker, "uploading")
     # a photo importer writes into a temp dir and renames it into place
     src = sfs.src / "2026" / "event"
@@ -279,7 +281,7 @@ def test_mv_over_an_uploaded_file_with_delete_remote_keeps_the_new_one(sfs):
     a.write_bytes(va)
     b.write_bytes(vb)
     sfs.wait_uploaded(a, b)
-    big.write_bytes(pseudo_random(300_000, 20))
+    big.write_bytes(pseudo_random(1_000_000, 20))
     sfs.wait_state(big, "uploading")
     os.rename(a, b)
     sfs.wait_uploaded(b, big)
