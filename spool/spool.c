@@ -93,7 +93,7 @@ static struct timespec ns_ts(int64_t ns)
 
 /* ---- children hash ---------------------------------------------------- */
 
-static uint64_t name_hash(const char *s)
+uint64_t spool_str_hash(const char *s)
 {
 	uint64_t h = 1469598103934665603ull;
 
@@ -112,7 +112,8 @@ static struct spool_node *dir_lookup(const struct spool_node *dir,
 		return NULL;
 	memcpy(buf, name, len);
 	buf[len] = '\0';
-	for (n = dir->tab[name_hash(buf) & (dir->tabsize - 1)]; n; n = n->hnext)
+	for (n = dir->tab[spool_str_hash(buf) & (dir->tabsize - 1)]; n;
+	     n = n->hnext)
 		if (strcmp(n->name, buf) == 0)
 			return n;
 	return NULL;
@@ -129,7 +130,7 @@ static int dir_grow(struct spool_node *dir)
 		struct spool_node *n = dir->tab[i], *next;
 
 		for (; n; n = next) {
-			size_t b = name_hash(n->name) & (size - 1);
+			size_t b = spool_str_hash(n->name) & (size - 1);
 
 			next = n->hnext;
 			n->hnext = tab[b];
@@ -180,7 +181,7 @@ static int dir_attach(struct spool *sp, struct spool_node *dir,
 
 	if (dir->nkids + 1 > dir->tabsize * 2 && dir_grow(dir) < 0)
 		return -ENOMEM;
-	b = name_hash(n->name) & (dir->tabsize - 1);
+	b = spool_str_hash(n->name) & (dir->tabsize - 1);
 	n->hnext = dir->tab[b];
 	dir->tab[b] = n;
 	dir->nkids++;
@@ -199,7 +200,7 @@ static void dir_detach(struct spool *sp, struct spool_node *n)
 		return;
 	UNCHARGE(sp, n);
 	pend_add(dir, -(int64_t)pend_of(n));
-	for (pp = &dir->tab[name_hash(n->name) & (dir->tabsize - 1)]; *pp;
+	for (pp = &dir->tab[spool_str_hash(n->name) & (dir->tabsize - 1)]; *pp;
 	     pp = &(*pp)->hnext) {
 		if (*pp == n) {
 			*pp = n->hnext;

@@ -183,6 +183,8 @@ int64_t spool_now_ms(void);
 
 /* Node helpers (spool.c), all with spool->lock held. */
 char *node_relpath_locked(const struct spool_node *n);
+/* FNV-1a of a string: directory children, queued remote copies */
+uint64_t spool_str_hash(const char *s);
 bool node_synced_locked(const struct spool_node *n);
 void node_save_locked(struct spool *sp, struct spool_node *n);
 /* The same, quiet: 0 or -errno. */

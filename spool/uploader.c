@@ -99,19 +99,11 @@ static bool has_remote_copy(const struct spool_node *n,
  * node's rpath does not change (only jobs and unlinking change it, and
  * both take it off the queue first).
  */
-static size_t qr_hash(const char *s)
-{
-	uint64_t h = 1469598103934665603ull;	/* FNV-1a */
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
-	return (size_t)h;
-}
-
 static void qr_link(struct spool_node **tab, size_t size, struct spool_node *n)
 {
-	struct spool_node **head = &tab[qr_hash(n->rpath) & (size - 1)];
+	struct spool_node **head;
 
+	head = &tab[spool_str_hash(n->rpath) & (size - 1)];
 	n->qr_next = *head;
 	*head = n;
 }
@@ -147,7 +139,7 @@ static void qr_del_locked(struct spool_dest *d, struct spool_node *n)
 {
 	struct spool_node **pp;
 
-	pp = &d->qr_tab[qr_hash(n->rpath) & (d->qr_size - 1)];
+	pp = &d->qr_tab[spool_str_hash(n->rpath) & (d->qr_size - 1)];
 	while (*pp && *pp != n)
 		pp = &(*pp)->qr_next;
 	/* not where its rpath says: it changed after all; never leave a
@@ -414,7 +406,7 @@ static struct spool_node *owner_locked(struct spool_dest *d,
 	}
 
 	if (d->nq_remote > 0)
-		for (k = d->qr_tab[qr_hash(path) & (d->qr_size - 1)]; k;
+		for (k = d->qr_tab[spool_str_hash(path) & (d->qr_size - 1)]; k;
 		     k = k->qr_next)
 			if (blocks_locked(d, self, k, path))
 				return k;
