@@ -25,6 +25,21 @@ def pytest_configure(config):
         "markers", "big: needs GBs of disk and a minute (deselect: -m 'not big')")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report ends with the daemon's log, so that a failure
+    in CI says what the daemon saw (its info lines say why an attempt
+    failed, for one)."""
+    outcome = yield
+    report = outcome.get_result()
+    env = getattr(item, "funcargs", {}).get("sfs")
+    if report.failed and isinstance(env, SpoolfsEnv) and env.daemons:
+        try:
+            report.sections.append(("daemon log", env.log_tail(60)))
+        except OSError as e:
+            report.sections.append(("daemon log", f"unreadable: {e}"))
+
+
 def _require_mount():
     reason = fuse_unavailable_reason()
     if reason:

@@ -776,15 +776,12 @@ LSAN_SUPP = Path(__file__).resolve().parent / "libssh2-lsan.supp"
 
 def child_env(**extra) -> dict:
     """Environment for the daemon or a `spoolfs` subcommand.  Sanitizer
-    builds: suppress libssh2 1.10's own leaks (needs full unwinding); the
-    library is linked in whatever the destinations are."""
+    builds: suppress libssh2 1.10's own leaks (see the file); the library
+    is linked in whatever the destinations are."""
     env = dict(os.environ, **extra)
     if "suppressions=" not in env.get("LSAN_OPTIONS", ""):
         env["LSAN_OPTIONS"] = (env.get("LSAN_OPTIONS", "")
                                + f":suppressions={LSAN_SUPP}").lstrip(":")
-    if "fast_unwind_on_malloc" not in env.get("ASAN_OPTIONS", ""):
-        env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "")
-                               + ":fast_unwind_on_malloc=0").lstrip(":")
     return env
 
 

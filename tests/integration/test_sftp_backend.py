@@ -18,12 +18,13 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from spoolfs_harness import TEMP_RE, need_root, unavailable
+from spoolfs_harness import TEMP_RE, child_env, need_root, unavailable
 from sshd_server import SSHD, TEST_USER, SshServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,20 +33,6 @@ CONFORMANCE = BUILD / "tests" / "unit" / "conformance"
 PROBE = BUILD / "tests" / "unit" / "sftp_probe"
 SCALE = float(os.environ.get("SPOOLFS_TEST_TIMEOUT_SCALE", "1") or "1")
 PASSWORD = "Spoolfs-t3st-pw"
-LSAN_SUPP = Path(__file__).resolve().parent / "libssh2-lsan.supp"
-
-
-def child_env(**extra) -> dict:
-    """The environment for the C programs.  Sanitizer builds: suppress
-    libssh2 1.10's own leaks (needs full unwinding through libcrypto)."""
-    env = dict(os.environ, **extra)
-    if "suppressions=" not in env.get("LSAN_OPTIONS", ""):
-        env["LSAN_OPTIONS"] = (env.get("LSAN_OPTIONS", "") +
-                               f":suppressions={LSAN_SUPP}").lstrip(":")
-    if "fast_unwind_on_malloc" not in env.get("ASAN_OPTIONS", ""):
-        env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") +
-                               ":fast_unwind_on_malloc=0").lstrip(":")
-    return env
 TRANSIENT = {"reset", "timeout", "stall", "connect"}
 
 
@@ -530,16 +517,36 @@ def test_slow_transfer_is_not_cut_off(sshd, tmp_path):
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 
 
+# Copies stdin to stdout, each read REPLY_DELAY s late.
+DELAYER = """import os, sys, time
+delay = float(sys.argv[1])
+while True:
+    b = os.read(0, 1 << 16)
+    if not b:
+        break
+    time.sleep(delay)
+    while b:
+        b = b[os.write(1, b):]
+"""
+REPLY_DELAY = 0.03
+
+
 class LoggedSftpServer(SshServer):
     """An SshServer whose sftp subsystem logs every request to LOG:
     internal-sftp logs only to syslog, so the external sftp-server runs
-    with -l DEBUG1 and its stderr redirected."""
+    with -l DEBUG1 and its stderr redirected.  Its replies come
+    REPLY_DELAY s late, as over a network: on an idle loopback a reply can
+    be back before the client looks for it, and whether two requests were
+    in flight at once would depend on scheduling."""
 
     def __init__(self, log: Path, **kw):
         self.request_log = log
         self.wrapper = log.with_suffix(".sh")
-        self.wrapper.write_text(f"#!/bin/sh\nexec {SFTP_SERVER} -e -l DEBUG1"
-                                f" 2>>'{log}'\n")
+        delayer = log.with_suffix(".delay.py")
+        delayer.write_text(DELAYER)
+        self.wrapper.write_text(f"#!/bin/sh\n{SFTP_SERVER} -e -l DEBUG1"
+                                f" 2>>'{log}' | {sys.executable} "
+                                f"'{delayer}' {REPLY_DELAY}\n")
         self.wrapper.chmod(0o755)
         super().__init__(**kw)
 
@@ -581,11 +588,12 @@ def test_upload_is_open_write_fstat_setstat_close_rename(logged_sshd, sfs,
                                                          tmp_path):
     """One file through the mount costs the server OPEN, WRITE, FSTAT (the
     size check), SETSTAT (the mtime), CLOSE and RENAME: no STAT by path after
-    the CLOSE.  -d says whether FSTAT and SETSTAT went out together: that
-    depends on scheduling (libssh2 cannot send a request without also trying
-    to read its reply, and a daemon thread descheduled there finds the FSTAT
-    answered before the SETSTAT is sent; CI saw it once under load), so the
-    order is asserted for each of three files, and one round trip for at
+    the CLOSE.  -d says whether FSTAT and SETSTAT went out together.  That
+    depends on timing: libssh2 cannot send a request without also trying to
+    read its reply, and when the FSTAT's reply is already there (a fast
+    loopback, or a daemon thread descheduled in between) the SETSTAT follows
+    it.  The server here answers 30 ms late, as over a network; still, the
+    order is asserted for each of three files and one round trip for at
     least one of them."""
     srv, when = logged_sshd, 1_400_000_000
     src = tmp_path / "one.txt"
