@@ -29,6 +29,7 @@ struct spool_journal {
 	sqlite3_stmt *st_delete;
 	sqlite3_stmt *st_event;
 	int walfd;		/* the -wal file, for spool_journal_sync() */
+	int64_t next_id;	/* the id the next insert gets */
 	int depth;		/* nesting of spool_journal_begin() */
 	int last_err;		/* sqlite code of the last failed write */
 	char last_msg[256];
@@ -203,7 +204,7 @@ int spool_journal_open(struct spool_journal **jp, const char *path,
 		}
 	}
 	if (prepare(j, &j->st_insert,
-		    "INSERT INTO nodes (" COLS ") VALUES (NULL,"
+		    "INSERT INTO nodes (" COLS ") VALUES (?,"
 		    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)") < 0 ||
 	    prepare(j, &j->st_save,
 		    "REPLACE INTO nodes (" COLS ") VALUES (?,"
@@ -213,6 +214,21 @@ int spool_journal_open(struct spool_journal **jp, const char *path,
 		    "INSERT INTO events (time_ms, node, dest, path, kind, msg)"
 		    " VALUES (?,?,?,?,?,?)") < 0)
 		goto out_sqlerr;
+	/*
+	 * Ids are never reused, not even the highest after its row went (as
+	 * sqlite's own rowids would be): a data file or an event still under
+	 * a gone id must never be taken for a new file's (spool.c, drops).
+	 */
+	{
+		if (sqlite3_prepare_v2(j->db, "SELECT max("
+				       "(SELECT coalesce(max(id), 0) FROM nodes),"
+				       "(SELECT coalesce(max(node), 0) FROM events))",
+				       -1, &st, NULL) != SQLITE_OK)
+			goto out_sqlerr;
+		j->next_id = sqlite3_step(st) == SQLITE_ROW ?
+			     sqlite3_column_int64(st, 0) + 1 : 1;
+		sqlite3_finalize(st);
+	}
 	*jp = j;
 	return 0;
 
@@ -295,10 +311,11 @@ static int step_done(struct spool_journal *j, sqlite3_stmt *st)
 
 int spool_journal_insert(struct spool_journal *j, struct spool_row *row)
 {
-	bind_row(j->st_insert, row, 1);
+	sqlite3_bind_int64(j->st_insert, 1, j->next_id);
+	bind_row(j->st_insert, row, 2);
 	if (step_done(j, j->st_insert) < 0)
 		return -1;
-	row->id = sqlite3_last_insert_rowid(j->db);
+	row->id = j->next_id++;
 	return 0;
 }
 

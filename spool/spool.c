@@ -386,7 +386,7 @@ int node_save_durable_locked(struct spool *sp, struct spool_node *n)
 	int rc = node_save_checked_locked(sp, n);
 
 	if (rc == 0 && sp->cfg->fsync == SPOOLFS_FSYNC_CLOSE)
-		rc = spool_journal_sync(sp->j);
+		rc = spool_sync(sp);
 	return rc;
 }
 
@@ -461,30 +461,181 @@ static void pool_name(char *buf, size_t len, int slot)
 	snprintf(buf, len, "free.%d", slot);
 }
 
-void node_recycle_data_locked(struct spool *sp, struct spool_node *n)
+static void drop_name(char *buf, size_t len, int64_t id)
 {
-	char name[32], fname[32];
-	int slot = 0, fd;
+	snprintf(buf, len, "drop.%" PRId64, id);
+}
 
-	if (n->openers > 0 || n->busy || n->fetching ||
-	    n->size > POOL_FILE_MAX || sp->npool == POOL_MAX) {
-		data_unlink(sp, n->id);
+/*
+ * Dropping a data file.  The journal learns first that a file's content is
+ * gone (uploaded, removed, superseded), then the content goes; but a commit
+ * is on disk only after the next spool_sync(), and until then a power cut
+ * can take the commit back: the row would want its content again, find
+ * none, and the file would come back as "spool copy lost" in .failed/ --
+ * although it was uploaded, or worse, restored with no content.  So a
+ * dropped data file is only renamed to drop.ID, and emptied into the pool
+ * or unlinked once a sync that began after its commit has succeeded.  The
+ * mount-time sweep gives a drop.ID back to a row that still wants it
+ * (recover_drop()) and removes the others.  Ids are never reused
+ * (journal.c), so drop.ID is always the content row ID last had.
+ */
+int spool_sync(struct spool *sp)
+{
+	uint64_t ticket = atomic_fetch_add(&sp->syncs_begun, 1) + 1;
+	uint64_t done = atomic_load(&sp->synced);
+	int rc = spool_journal_sync(sp->j);
+
+	while (rc == 0 && done < ticket &&
+	       !atomic_compare_exchange_weak(&sp->synced, &done, ticket))
+		;
+	return rc;
+}
+
+static bool data_recyclable(const struct spool_node *n)
+{
+	return n->openers == 0 && !n->busy && !n->fetching &&
+	       n->size <= POOL_FILE_MAX;
+}
+
+static void data_drop_locked(struct spool *sp, int64_t id, uint64_t size,
+			     bool recyclable)
+{
+	char name[32], dname[32];
+	struct spool_drop *dr;
+
+	if (sp->ndrops == sp->drops_cap) {
+		size_t cap = sp->drops_cap ? 2 * sp->drops_cap : 64;
+		void *p = realloc(sp->drops, cap * sizeof(*sp->drops));
+
+		if (!p) {
+			data_unlink(sp, id);
+			return;
+		}
+		sp->drops = p;
+		sp->drops_cap = cap;
+	}
+	snprintf(name, sizeof(name), "%" PRId64, id);
+	drop_name(dname, sizeof(dname), id);
+	if (renameat(sp->datafd, name, sp->datafd, dname) < 0) {
+		if (errno != ENOENT)
+			data_unlink(sp, id);
 		return;
 	}
-	while (sp->pool[slot])
-		slot++;
-	snprintf(name, sizeof(name), "%" PRId64, n->id);
-	pool_name(fname, sizeof(fname), slot);
-	fd = spool_data_open(sp, n->id, O_WRONLY | O_TRUNC);
-	if (fd < 0 || renameat(sp->datafd, name, sp->datafd, fname) < 0) {
+	/* a copy fetched back after an earlier drop: that drop.ID was
+	 * just replaced, and its commit is older than this one */
+	for (size_t i = sp->ndrops; i-- > 0;)
+		if (sp->drops[i].id == id) {
+			sp->drop_bytes -= sp->drops[i].size;
+			memmove(&sp->drops[i], &sp->drops[i + 1],
+				(sp->ndrops - i - 1) * sizeof(*sp->drops));
+			sp->ndrops--;
+			break;
+		}
+	dr = &sp->drops[sp->ndrops++];
+	dr->id = id;
+	dr->size = size;
+	dr->ticket = 0;
+	dr->at_ms = spool_now_ms();
+	dr->recyclable = recyclable;
+	sp->drop_bytes += size;
+}
+
+/* The content of DR is no longer wanted by any row on disk: empty it into
+ * the pool, or unlink it. */
+static void drop_finish_locked(struct spool *sp, const struct spool_drop *dr,
+			       bool pool)
+{
+	char dname[32], fname[32];
+	int slot = 0, fd = -1;
+
+	drop_name(dname, sizeof(dname), dr->id);
+	if (pool && dr->recyclable && dr->size <= POOL_FILE_MAX &&
+	    sp->npool < POOL_MAX) {
+		while (sp->pool[slot])
+			slot++;
+		pool_name(fname, sizeof(fname), slot);
+		fd = openat(sp->datafd, dname, O_WRONLY | O_TRUNC | O_CLOEXEC);
+		if (fd >= 0 &&
+		    renameat(sp->datafd, dname, sp->datafd, fname) == 0) {
+			close(fd);
+			sp->pool[slot] = true;
+			sp->npool++;
+			return;
+		}
 		if (fd >= 0)
 			close(fd);
-		data_unlink(sp, n->id);
-		return;
 	}
-	close(fd);
-	sp->pool[slot] = true;
-	sp->npool++;
+	if (unlinkat(sp->datafd, dname, 0) < 0 && errno != ENOENT)
+		log_warn("cannot remove spool file '%s/data/%s': %m", sp->dir,
+			 dname);
+}
+
+/* Finish the drops whose commits are on disk; ALL: every one (the caller
+ * has synced after the last commit). */
+static void drops_reap_locked(struct spool *sp, bool all)
+{
+	uint64_t begun = atomic_load(&sp->syncs_begun);
+	uint64_t synced = atomic_load(&sp->synced);
+	size_t k = 0;
+
+	for (size_t i = 0; i < sp->ndrops; i++) {
+		struct spool_drop *dr = &sp->drops[i];
+
+		/* not inside a transaction: its commit is done by now */
+		if (dr->ticket == 0)
+			dr->ticket = begun;
+		if (all || synced > dr->ticket) {
+			sp->drop_bytes -= dr->size;
+			drop_finish_locked(sp, dr, !all);
+		} else {
+			sp->drops[k++] = *dr;
+		}
+	}
+	sp->ndrops = k;
+}
+
+/*
+ * Called by a worker between jobs, never inside a transaction: finish the
+ * drops a sync has covered.  Writers sync at every close, which covers
+ * drops as it goes; when they are quiet, a worker with nothing to do
+ * (IDLE) syncs for drops older than DROP_SYNC_MS, and any worker as soon
+ * as the drops hold DROP_SYNC_BYTES.  Returns whether it let go of the
+ * lock; otherwise *WAKE is lowered to when a sync would be due.
+ */
+bool spool_drops_tend_locked(struct spool *sp, bool idle, int64_t *wake)
+{
+	int64_t due;
+	int rc;
+
+	if (sp->ndrops == 0)
+		return false;
+	drops_reap_locked(sp, false);
+	if (sp->ndrops == 0)
+		return false;
+	due = sp->drops[0].at_ms + DROP_SYNC_MS;
+	if (due < sp->drops_retry_ms)
+		due = sp->drops_retry_ms;
+	if (sp->drop_bytes < DROP_SYNC_BYTES || spool_now_ms() < sp->drops_retry_ms) {
+		if (!idle || spool_now_ms() < due) {
+			if (wake && due < *wake)
+				*wake = due;
+			return false;
+		}
+	}
+	pthread_mutex_unlock(&sp->lock);
+	rc = spool_sync(sp);
+	pthread_mutex_lock(&sp->lock);
+	if (rc < 0) {
+		log_error("cannot fsync the journal: %s", strerror(-rc));
+		sp->drops_retry_ms = spool_now_ms() + 1000;
+	}
+	drops_reap_locked(sp, false);
+	return true;
+}
+
+void node_recycle_data_locked(struct spool *sp, struct spool_node *n)
+{
+	data_drop_locked(sp, n->id, n->size, data_recyclable(n));
 }
 
 /*
@@ -719,6 +870,8 @@ void node_fail_locked(struct spool *sp, struct spool_node *n, const char *msg)
 	char *rel = node_relpath_locked(n), *slash;
 	struct spool_node *fdir = NULL, *old;
 	int64_t gone_id = 0;
+	uint64_t gone_size = 0;
+	bool gone_pool = false;
 
 	queue_remove_locked(n);
 	node_set_error_locked(n, msg);
@@ -741,8 +894,11 @@ void node_fail_locked(struct spool *sp, struct spool_node *n, const char *msg)
 			dir_detach(sp, old);
 			queue_remove_locked(old);
 			spool_journal_delete(sp->j, old->id);
-			if (old->has_data)
+			if (old->has_data) {
 				gone_id = old->id;	/* after the commit */
+				gone_size = old->size;
+				gone_pool = data_recyclable(old);
+			}
 			old->has_data = false;
 			old->refs++;
 			node_put_locked(sp, old);
@@ -761,7 +917,7 @@ void node_fail_locked(struct spool *sp, struct spool_node *n, const char *msg)
 	node_save_locked(sp, n);
 	spool_journal_commit(sp->j);
 	if (gone_id)
-		data_unlink(sp, gone_id);
+		data_drop_locked(sp, gone_id, gone_size, gone_pool);
 	free(rel);
 }
 
@@ -1132,12 +1288,13 @@ static void file_unlink_locked(struct spool *sp, struct spool_node *n)
 		node_save_locked(sp, n);
 		node_requeue_locked(sp, n);
 		if (had_data)
-			data_unlink(sp, n->id);
+			data_drop_locked(sp, n->id, n->size,
+					 data_recyclable(n));
 		return;
 	}
 	spool_journal_delete(sp->j, n->id);
 	if (had_data)
-		data_unlink(sp, n->id);
+		data_drop_locked(sp, n->id, n->size, data_recyclable(n));
 	n->refs++;
 	node_put_locked(sp, n);
 }
@@ -1962,7 +2119,7 @@ static int commit_written(struct spool_handle *h)
 		pthread_cond_broadcast(&sp->stream_cond);
 	pthread_mutex_unlock(&sp->lock);
 	if (saved && durable) {
-		rc = spool_journal_sync(sp->j);
+		rc = spool_sync(sp);
 		if (rc < 0)
 			log_error("%s: cannot fsync the journal after queueing "
 				  "'%s': %s", n->dest->conf->name, n->name,
@@ -2261,6 +2418,32 @@ static bool data_file_ok(struct spool *sp, const struct spool_node *n)
 }
 
 /* Remove data files that belong to no node (left by a crash mid-unlink). */
+/* Mount-time sweep: DROP is data/drop.ID.  A row that still wants content
+ * and has none (the commit dropping it did not reach the disk) gets it
+ * back; otherwise it goes. */
+static void recover_drop(struct spool *sp, struct loader *ld,
+			 const char *dname)
+{
+	char *end, name[32];
+	long long id = strtoll(dname + 5, &end, 10);
+	struct spool_node *n = *end || end == dname + 5 ? NULL
+			       : find_loaded(ld, id);
+	struct stat st;
+
+	snprintf(name, sizeof(name), "%lld", id);
+	/* a file still being written is not what drop.ID held */
+	if (n && n->has_data && n->state != SPOOL_WRITING &&
+	    fstatat(sp->datafd, name, &st, 0) < 0 && errno == ENOENT &&
+	    renameat(sp->datafd, dname, sp->datafd, name) == 0) {
+		log_info("%s: spool copy of '%s' (id %lld) kept: the journal "
+			 "had not recorded that it was dropped",
+			 n->dest->conf->name, n->name, id);
+		fsync(sp->datafd);
+		return;
+	}
+	unlinkat(sp->datafd, dname, 0);
+}
+
 static void sweep_data_dir(struct spool *sp, struct loader *ld)
 {
 	int fd = dup(sp->datafd);
@@ -2279,6 +2462,10 @@ static void sweep_data_dir(struct spool *sp, struct loader *ld)
 
 		if (de->d_name[0] == '.')
 			continue;
+		if (strncmp(de->d_name, "drop.", 5) == 0) {
+			recover_drop(sp, ld, de->d_name);
+			continue;
+		}
 		id = strtoll(de->d_name, &end, 10);
 		n = *end ? NULL : find_loaded(ld, id);
 		if (!n || !n->has_data)
@@ -2563,6 +2750,14 @@ void spool_close(struct spool *sp)
 	if (!sp)
 		return;
 	uploader_stop(sp);
+	if (sp->ndrops > 0) {
+		/* the drops' commits go to disk before their content goes */
+		pthread_mutex_lock(&sp->lock);
+		if (spool_sync(sp) == 0)
+			drops_reap_locked(sp, true);
+		pthread_mutex_unlock(&sp->lock);
+	}
+	free(sp->drops);
 	for (size_t i = 0; i < sp->ndests; i++) {
 		tree_free(sp->dests[i].root[0]);
 		tree_free(sp->dests[i].root[1]);

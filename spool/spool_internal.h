@@ -32,6 +32,7 @@
 #define SPOOL_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
@@ -46,6 +47,22 @@ struct worker;
 /* Recycled data files: at most POOL_MAX, each of at most POOL_FILE_MAX. */
 #define POOL_MAX 32
 #define POOL_FILE_MAX (1u << 20)
+/* Dropped data files holding this much make a worker sync the journal at
+ * once (spool_drops_tend_locked()) ... */
+#define DROP_SYNC_BYTES (64u << 20)
+/* ... and when idle, for drops this old. */
+#define DROP_SYNC_MS 1000
+
+/* A data file whose row no longer wants it, kept as data/drop.ID until the
+ * journal saying so is on disk (spool.c). */
+struct spool_drop {
+	int64_t id;
+	uint64_t size;
+	int64_t at_ms;		/* when dropped */
+	uint64_t ticket;	/* spool_sync() calls begun before its commit
+				 * was known done; 0: not known yet */
+	bool recyclable;	/* nobody has it open: may become free.K */
+};
 
 struct spool_node {
 	int64_t id;			/* journal row id; 0 for area roots */
@@ -154,6 +171,12 @@ struct spool {
 	bool pool[POOL_MAX];		/* [L] data/free.K holds a recycled,
 					 * unused data file (spool.c) */
 	int npool;			/* [L] */
+	struct spool_drop *drops;	/* [L] */
+	size_t ndrops, drops_cap;	/* [L] */
+	uint64_t drop_bytes;		/* [L] */
+	int64_t drops_retry_ms;		/* [L] no sync for drops before */
+	atomic_uint_least64_t syncs_begun;	/* spool_sync() calls begun */
+	atomic_uint_least64_t synced;	/* the latest of them that succeeded */
 	uint64_t used;			/* [L] bytes of content not uploaded */
 	bool stopping;			/* [L] */
 	bool started;
@@ -203,6 +226,8 @@ void node_free_data_locked(struct spool *sp, struct spool_node *n);
  * with more: forget (true if there was a copy), save and commit, recycle. */
 bool node_forget_data_locked(struct spool *sp, struct spool_node *n);
 void node_recycle_data_locked(struct spool *sp, struct spool_node *n);
+int spool_sync(struct spool *sp);
+bool spool_drops_tend_locked(struct spool *sp, bool idle, int64_t *wake);
 /* Remember that the mount path "/DEST/REL" of N's home is gone. */
 void node_inval_locked(struct spool *sp, const struct spool_node *n,
 		       const char *rel);

@@ -1387,6 +1387,10 @@ static void *worker_main(void *arg)
 			struct timespec ts;
 			int64_t until = next;
 
+			/* nothing to send: let go of what was sent */
+			if (spool_drops_tend_locked(sp, true, &until))
+				continue;
+
 			if (conn && now - idle_since > IDLE_DISCONNECT_MS) {
 				pthread_mutex_unlock(&sp->lock);
 				spoolfs_conn_close(conn);
@@ -1444,6 +1448,7 @@ static void *worker_main(void *arg)
 		w->target = NULL;
 		finish_locked(&job, rc, final, &err, &w->seed);
 		job_release(&job);
+		spool_drops_tend_locked(sp, false, NULL);
 	}
 	pthread_mutex_unlock(&sp->lock);
 	spoolfs_conn_close(conn);

@@ -2,6 +2,7 @@
 uploads pending, a full spool disk and the spool quota."""
 
 import os
+import re
 
 import pytest
 
@@ -176,3 +177,40 @@ def test_spool_files_are_recycled_emptied_and_never_outlive_the_mount(sfs):
     sfs.remount()
     sfs.wait_spool_empty()
     assert pool_files(sfs) == [], "the mount after a crash sweeps free.N"
+
+
+def test_a_copy_dropped_by_a_commit_the_disk_never_got_comes_back(sfs):
+    """The journal commits without an fsync after an upload or an rm, so a
+    power cut can take such a commit back: the row then wants its content
+    again.  The content it dropped waits as data/drop.ID until a later sync
+    covers the commit; the next mount gives drop.ID back to a row that
+    still wants it, and removes the others.  Here the power cut is staged:
+    kill -9 with one file queued, then its data file renamed the way the
+    drop would have.  Without the restore the file would go to .failed/ as
+    "spool copy lost"."""
+    dest = sfs.add_dest("local", max_rate="100K", connections=1)
+    sfs.mount()
+    data = pseudo_random(1_000_000, 4242)
+    write_file(sfs.m("local", "keep/DSC_0001.NEF"), data)
+    assert sfs.state(sfs.m("local", "keep/DSC_0001.NEF")) in (
+        "queued", "uploading")
+    sfs.kill9()
+    sfs.cleanup_dead_mount()
+    ids = [n for n in os.listdir(sfs.data_dir()) if n.isdigit()]
+    assert len(ids) == 1, os.listdir(sfs.data_dir())
+    spool = sfs.data_dir()
+    os.rename(spool / ids[0], spool / f"drop.{ids[0]}")
+    # a drop nothing wants (its row has gone, its commit was synced)
+    (spool / "drop.999999").write_bytes(b"not wanted by any row")
+
+    sfs.dests["local"]["max_rate"] = "10M"
+    sfs.mount()
+    f = sfs.m("local", "keep/DSC_0001.NEF")
+    sfs.wait_uploaded(f)
+    assert (dest / "keep/DSC_0001.NEF").read_bytes() == data
+    assert sfs.failed() == []
+    assert re.search(r"spool copy of 'DSC_0001\.NEF' \(id \d+\) kept: the "
+                     r"journal had not recorded that it was dropped",
+                     sfs.log()), sfs.log_tail()
+    sfs.wait_spool_empty()
+    assert not [n for n in os.listdir(spool) if n.startswith("drop.")]
