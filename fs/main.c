@@ -350,6 +350,8 @@ int main(int argc, char **argv)
 
 out_signals:
 	fuse_remove_signal_handlers(fuse_get_session(fuse));
+	/* no worker may call into fuse (fs_invalidate) once it is gone */
+	spool_stop(sp);
 out_unmount:
 	fuse_unmount(fuse);
 out_destroy:

@@ -847,6 +847,19 @@ void node_inval_locked(struct spool *sp, const struct spool_node *n,
 	pthread_cond_broadcast(&sp->cond);	/* a worker drains them */
 }
 
+void spool_stop(struct spool *sp)
+{
+	if (!sp)
+		return;
+	uploader_stop(sp);
+	/* the workers, who call it, are gone */
+	spool_set_inval(sp, NULL, NULL);
+	pthread_mutex_lock(&sp->lock);
+	while (sp->ninval > 0)
+		free(sp->inval[--sp->ninval]);
+	pthread_mutex_unlock(&sp->lock);
+}
+
 void spool_inval_drain_locked(struct spool *sp)
 {
 	while (sp->ninval > 0) {
@@ -2749,7 +2762,7 @@ void spool_close(struct spool *sp)
 {
 	if (!sp)
 		return;
-	uploader_stop(sp);
+	spool_stop(sp);
 	if (sp->ndrops > 0) {
 		/* the drops' commits go to disk before their content goes */
 		pthread_mutex_lock(&sp->lock);

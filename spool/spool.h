@@ -42,6 +42,10 @@ void spool_set_inval(struct spool *sp, spool_inval_fn fn, void *arg);
 
 /* Start the upload workers. */
 int spool_start(struct spool *sp, char *errbuf, size_t errlen);
+/* Stop the workers (interrupted uploads resume next time) and forget the
+ * spool_set_inval() callback: call it before what that callback uses goes
+ * away.  spool_close() does it too.  NULL ok. */
+void spool_stop(struct spool *sp);
 /* Stop workers (interrupted uploads resume next time), close.  NULL ok. */
 void spool_close(struct spool *sp);
 
