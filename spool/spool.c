@@ -604,7 +604,8 @@ static void drops_reap_locked(struct spool *sp, bool all)
  */
 bool spool_drops_tend_locked(struct spool *sp, bool idle, int64_t *wake)
 {
-	int64_t due;
+	int64_t now = spool_now_ms(), due;
+	bool big;
 	int rc;
 
 	if (sp->ndrops == 0)
@@ -612,15 +613,15 @@ bool spool_drops_tend_locked(struct spool *sp, bool idle, int64_t *wake)
 	drops_reap_locked(sp, false);
 	if (sp->ndrops == 0)
 		return false;
+	/* the oldest drop comes first; after a failed sync, wait a second */
 	due = sp->drops[0].at_ms + DROP_SYNC_MS;
 	if (due < sp->drops_retry_ms)
 		due = sp->drops_retry_ms;
-	if (sp->drop_bytes < DROP_SYNC_BYTES || spool_now_ms() < sp->drops_retry_ms) {
-		if (!idle || spool_now_ms() < due) {
-			if (wake && due < *wake)
-				*wake = due;
-			return false;
-		}
+	big = sp->drop_bytes >= DROP_SYNC_BYTES && now >= sp->drops_retry_ms;
+	if (!big && !(idle && now >= due)) {
+		if (wake && due < *wake)
+			*wake = due;
+		return false;
 	}
 	pthread_mutex_unlock(&sp->lock);
 	rc = spool_sync(sp);
