@@ -219,16 +219,14 @@ int spool_journal_open(struct spool_journal **jp, const char *path,
 	 * sqlite's own rowids would be): a data file or an event still under
 	 * a gone id must never be taken for a new file's (spool.c, drops).
 	 */
-	{
-		if (sqlite3_prepare_v2(j->db, "SELECT max("
-				       "(SELECT coalesce(max(id), 0) FROM nodes),"
-				       "(SELECT coalesce(max(node), 0) FROM events))",
-				       -1, &st, NULL) != SQLITE_OK)
-			goto out_sqlerr;
-		j->next_id = sqlite3_step(st) == SQLITE_ROW ?
-			     sqlite3_column_int64(st, 0) + 1 : 1;
-		sqlite3_finalize(st);
-	}
+	if (sqlite3_prepare_v2(j->db, "SELECT max("
+			       "(SELECT coalesce(max(id), 0) FROM nodes),"
+			       "(SELECT coalesce(max(node), 0) FROM events))",
+			       -1, &st, NULL) != SQLITE_OK)
+		goto out_sqlerr;
+	j->next_id = sqlite3_step(st) == SQLITE_ROW ?
+		     sqlite3_column_int64(st, 0) + 1 : 1;
+	sqlite3_finalize(st);
 	*jp = j;
 	return 0;
 

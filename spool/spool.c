@@ -549,8 +549,7 @@ static void drop_finish_locked(struct spool *sp, const struct spool_drop *dr,
 	int slot = 0, fd = -1;
 
 	drop_name(dname, sizeof(dname), dr->id);
-	if (pool && dr->recyclable && dr->size <= POOL_FILE_MAX &&
-	    sp->npool < POOL_MAX) {
+	if (pool && dr->recyclable && sp->npool < POOL_MAX) {
 		while (sp->pool[slot])
 			slot++;
 		pool_name(fname, sizeof(fname), slot);
@@ -2780,9 +2779,7 @@ void spool_close(struct spool *sp)
 	tree_free(sp->trash);
 	for (size_t i = 0; i < sp->ndests; i++)
 		free(sp->dests[i].qr_tab);
-	for (size_t i = 0; i < sp->ninval; i++)
-		free(sp->inval[i]);
-	free(sp->inval);
+	free(sp->inval);		/* spool_stop() emptied it */
 	free(sp->dests);
 	spool_journal_close(sp->j);
 	if (sp->datafd >= 0) {
