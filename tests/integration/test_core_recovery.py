@@ -172,6 +172,7 @@ def test_spool_files_are_recycled_emptied_and_never_outlive_the_mount(sfs):
     for name, data in big.items():
         sfs.m("local", "again-" + name).write_bytes(data)
     sfs.wait_uploaded(files_under=sfs.m("local"))
+    sfs.wait_spool_empty()                 # drop.ID become free.N after a sync
     assert pool_files(sfs)
     sfs.kill9()
     sfs.remount()
