@@ -817,6 +817,71 @@ void node_trash_tmp_locked(struct spool *sp, struct spool_node *n)
 	node_requeue_locked(sp, t);
 }
 
+/*
+ * N's uploaded copy at N->rpath is no longer its content (stale: the file
+ * was rewritten since) and no longer at its name: nothing keeps another
+ * file from landing on that name now (blocks_locked() lets a stale copy be
+ * overwritten), so N must stop pointing at it, or a later job of N's (a
+ * removal with delete_remote, the removal below) could act on another
+ * file's copy.  On N's own destination the copy is what a rename on the
+ * server would have carried to N's name and the new content then
+ * overwritten: it goes to the trash, whose removal holds the name until
+ * done (a trash entry blocks renames onto it).  A copy on another
+ * destination (a fallback, or the one N was moved from) stays there.
+ * Call with N off the queue (the qr_tab index is by rpath).
+ */
+void node_let_go_of_copy_locked(struct spool *sp, struct spool_node *n,
+				bool trash)
+{
+	struct spool_node *t;
+	struct spool_row r;
+
+	if (!n->rdest || !n->rpath)
+		return;
+	t = trash && n->rdest == n->dest ? node_new(n->dest, n->name, false)
+					 : NULL;
+	if (t) {
+		t->area = SPOOL_AREA_TRASH;
+		t->state = SPOOL_QUEUED;
+		t->rdest = n->rdest;
+		t->rpath = n->rpath;
+		t->rgen = n->rgen;
+		t->ready_at = spool_now_ms();
+		t->parent = sp->trash;
+		node_to_row(t, &r);
+		if (spool_journal_insert(sp->j, &r) < 0 ||
+		    dir_attach(sp, sp->trash, t) < 0) {
+			t->rpath = NULL;	/* still N's: freed below */
+			node_free(t);
+			t = NULL;
+		} else {
+			t->id = r.id;
+			n->rpath = NULL;
+			node_requeue_locked(sp, t);
+		}
+	}
+	free(n->rpath);
+	n->rpath = NULL;
+	n->rdest = NULL;
+	node_save_locked(sp, n);
+}
+
+/* The same, only when N's copy is stale and not at N's name now. */
+void node_stale_copy_locked(struct spool *sp, struct spool_node *n,
+			    bool trash)
+{
+	char *rel;
+	bool away;
+
+	if (n->is_dir || !n->rdest || !n->rpath || n->rgen == n->gen)
+		return;
+	rel = node_relpath_locked(n);
+	away = !rel || strcmp(rel, n->rpath) != 0 || n->area != SPOOL_AREA_MAIN;
+	free(rel);
+	if (away)
+		node_let_go_of_copy_locked(sp, n, trash);
+}
+
 void spool_set_inval(struct spool *sp, spool_inval_fn fn, void *arg)
 {
 	pthread_mutex_lock(&sp->lock);
@@ -890,6 +955,11 @@ void node_fail_locked(struct spool *sp, struct spool_node *n, const char *msg)
 	node_set_error_locked(n, msg);
 	n->target = NULL;
 	node_trash_tmp_locked(sp, n);
+	/* an older content's copy: in .failed/ nothing guards its name on
+	 * the server any more, so it is left there, as the last version
+	 * that arrived */
+	if (n->rgen != n->gen)
+		node_let_go_of_copy_locked(sp, n, false);
 	if (rel && n->area == SPOOL_AREA_MAIN) {
 		node_inval_locked(sp, n, rel);
 		slash = strrchr(rel, '/');
@@ -1276,8 +1346,11 @@ out:
  * worker through the trash area. */
 static void file_unlink_locked(struct spool *sp, struct spool_node *n)
 {
-	bool del_remote = n->area == SPOOL_AREA_MAIN && n->rdest &&
-			  n->dest->conf->delete_remote;
+	/* only a copy on the file's own destination: one on a fallback
+	 * destination may since have been overwritten by that destination's
+	 * own file of the same name, which nothing there kept from it */
+	bool del_remote = n->area == SPOOL_AREA_MAIN && n->rdest == n->dest &&
+			  n->rpath && n->dest->conf->delete_remote;
 	bool had_data = n->has_data;
 
 	queue_remove_locked(n);
@@ -1337,17 +1410,26 @@ out:
 }
 
 /* After a move: every file beneath N is re-evaluated (and, when it came
- * out of .failed or changed destination, retried from scratch). */
+ * out of .failed or changed destination, retried from scratch).  A file
+ * moved to another destination forgets its copy on the first one (it stays
+ * there); a stale copy left behind by the move goes (see
+ * node_stale_copy_locked()). */
 static void subtree_moved_locked(struct spool *sp, struct spool_node *n,
-				 bool fresh_start)
+				 bool fresh_start, bool other_dest)
 {
 	if (n->is_dir) {
 		for (size_t b = 0; b < n->tabsize; b++)
 			for (struct spool_node *k = n->tab[b]; k; k = k->hnext)
-				subtree_moved_locked(sp, k, fresh_start);
+				subtree_moved_locked(sp, k, fresh_start,
+						     other_dest);
 		node_save_locked(sp, n);
 		return;
 	}
+	queue_remove_locked(n);		/* before its rpath changes */
+	if (other_dest)
+		node_let_go_of_copy_locked(sp, n, false);
+	else
+		node_stale_copy_locked(sp, n, true);
 	n->meta_gave_up = false;
 	if (fresh_start) {
 		n->attempts = 0;
@@ -1488,7 +1570,7 @@ int spool_rename(struct spool *sp, const char *from, const char *to,
 	oldparent->mtime = oldparent->ctime = now_ts();
 	tdir->mtime = tdir->ctime = oldparent->mtime;
 	src->ctime = oldparent->mtime;
-	subtree_moved_locked(sp, src, fresh);
+	subtree_moved_locked(sp, src, fresh, lf.d != lt.d);
 	if (lf.view == VIEW_FAILED)
 		prune_failed_dirs_locked(sp, oldparent);
 	if (spool_journal_commit(sp->j) < 0)
@@ -1632,6 +1714,7 @@ static int content_changed_locked(struct spool *sp, struct spool_node *n,
 	}
 	queue_remove_locked(n);
 	n->gen++;
+	node_stale_copy_locked(sp, n, true);
 	n->stream_mark = 0;
 	n->no_stream = false;
 	n->attempts = 0;
@@ -2394,6 +2477,12 @@ static int load_row(void *arg, const struct spool_row *r)
 	n->rdest = dest_by_cname(sp, r->rdest);
 	n->rpath = n->rdest ? strdup_or_null(r->rpath) : NULL;
 	n->rgen = r->rgen;
+	if (n->area == SPOOL_AREA_FAILED && n->rgen != n->gen) {
+		/* as node_fail_locked() does now (older journals) */
+		free(n->rpath);
+		n->rpath = NULL;
+		n->rdest = NULL;
+	}
 	n->rmtime = r->rmtime;
 	n->tmp_dest = dest_by_cname(sp, r->tmp_dest);
 	n->rtmp = n->tmp_dest ? strdup_or_null(r->rtmp) : NULL;

@@ -236,6 +236,13 @@ void spool_inval_drain_locked(struct spool *sp);
 
 /* Hand N's partial upload to the trash area, for a worker to remove. */
 void node_trash_tmp_locked(struct spool *sp, struct spool_node *n);
+/* N stops pointing at its uploaded copy: to the trash (TRASH, on N's own
+ * destination) or left where it is. */
+void node_let_go_of_copy_locked(struct spool *sp, struct spool_node *n,
+				bool trash);
+/* ...when the copy is stale (older content) and not at N's name. */
+void node_stale_copy_locked(struct spool *sp, struct spool_node *n,
+			    bool trash);
 /* Unlink N from wherever it is and delete its journal row. */
 void node_drop_locked(struct spool *sp, struct spool_node *n);
 void spool_event_locked(struct spool *sp, struct spool_node *n,

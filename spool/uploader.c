@@ -82,6 +82,8 @@ struct worker {
 	struct spool_node *cur;	/* [L] the node of its job, NULL when idle */
 	char *target;		/* [L] the name its job is renaming a file
 				 * to on the server right now */
+	const char *source;	/* [L] the name a meta job is renaming
+				 * from (the job's rpath) */
 };
 
 /* N has a copy on D's server at N->rpath (of its content now or, in the
@@ -355,7 +357,7 @@ static bool blocks_locked(const struct spool_dest *d,
 	if (k == self || !has_remote_copy(k, d) || strcmp(k->rpath, path) != 0)
 		return false;
 	if (k->area == SPOOL_AREA_TRASH)
-		return true;	/* a removal with delete_remote */
+		return true;	/* a removal (delete_remote, or a stale copy) */
 	if (!k->linked || k->area != SPOOL_AREA_MAIN || k->rgen != k->gen)
 		return false;
 	now = node_relpath_locked(k);
@@ -416,8 +418,12 @@ static struct spool_node *owner_locked(struct spool_dest *d,
 		k = w->cur;
 		if (!k || k == self)
 			continue;
-		/* a rename onto PATH under way: that copy holds it next */
+		/* a rename onto PATH under way: that copy holds it next;
+		 * one from PATH: it may not have left yet (its file can
+		 * have been rewritten meanwhile, see
+		 * node_stale_copy_locked()) */
 		if ((w->target && strcmp(w->target, path) == 0) ||
+		    (w->source && strcmp(w->source, path) == 0) ||
 		    blocks_locked(d, self, k, path))
 			return k;
 	}
@@ -1130,7 +1136,7 @@ static void finish_ok_locked(struct job *job, char *final)
 	struct spool *sp = job->sp;
 	struct spool_node *n = job->n;
 	struct spool_dest *d = job->d;
-	bool drop;
+	bool drop, mine;
 
 	if (job->kind == JOB_UPLOAD) {
 		free(n->rtmp);
@@ -1139,9 +1145,14 @@ static void finish_ok_locked(struct job *job, char *final)
 		n->rdest = d;
 		n->rgen = job->gen;
 	}
-	free(n->rpath);
-	n->rpath = final;
-	n->rmtime = job->mtime;
+	/* a meta job's file may have let go of its copy meanwhile (rewritten
+	 * and moved: node_stale_copy_locked()) */
+	mine = n->rdest == d;
+	if (mine) {
+		free(n->rpath);
+		n->rpath = final;
+		n->rmtime = job->mtime;
+	}
 	d->last_ok_ms = spool_now_ms();
 	node_set_error_locked(n, NULL);
 	n->busy = false;
@@ -1172,6 +1183,8 @@ static void finish_ok_locked(struct job *job, char *final)
 	spool_journal_commit(sp->j);
 	if (drop)
 		node_recycle_data_locked(sp, n);
+	if (!mine)
+		free(final);
 }
 
 static struct spool_dest *next_fallback(const struct spool_node *n)
@@ -1415,6 +1428,7 @@ static void *worker_main(void *arg)
 			break;
 		}
 		w->cur = n;
+		w->source = job.kind == JOB_META ? job.rpath : NULL;
 		job.w = w;
 		pthread_mutex_unlock(&sp->lock);
 
@@ -1444,6 +1458,7 @@ static void *worker_main(void *arg)
 
 		pthread_mutex_lock(&sp->lock);
 		w->cur = NULL;
+		w->source = NULL;
 		free(w->target);
 		w->target = NULL;
 		finish_locked(&job, rc, final, &err, &w->seed);

@@ -460,6 +460,9 @@ def shuffle_names(env, dest: str, server_dir: Path, seed: int):
         if rnd.random() < 0.2:
             time.sleep(rnd.random() * 0.3)
     env.wait_uploaded(*(m(n) for n in want), timeout=120)
+    # removals on the server (delete_remote, stale copies) run after the
+    # uploads they free names for: wait until none is left to run
+    env.wait_trash_empty()
     local = {p.name: p.read_bytes() for p in env.m(dest).iterdir()
              if not p.name.startswith(".")}
     assert sorted(local) == sorted(want)
@@ -730,6 +733,21 @@ class SpoolfsEnv:
             return []
         return sorted(n for n in names if not (
             re.fullmatch(r"free\.[0-9]+", n) and (d / n).stat().st_size == 0))
+
+    def trash_rows(self) -> int:
+        """Removals on a server still to run: the journal's rows in the
+        trash area (SPOOL_AREA_TRASH, journal.h), read beside the daemon
+        (WAL lets a reader in)."""
+        import sqlite3
+        uri = f"file:{self.spool / 'journal.db'}?mode=ro"
+        with sqlite3.connect(uri, uri=True, timeout=10) as db:
+            return db.execute("SELECT count(*) FROM nodes WHERE area = 2"
+                              ).fetchone()[0]
+
+    def wait_trash_empty(self, timeout=30.0):
+        wait_until(lambda: self.trash_rows() == 0, timeout,
+                   "the removals on the server to run",
+                   state=lambda: self.describe())
 
     def wait_spool_empty(self, timeout=20.0):
         wait_until(lambda: not self.data_files(), timeout,

@@ -144,6 +144,93 @@ def test_swapping_two_uploaded_files_swaps_them_on_the_server(sfs):
                      r"\d+-\d+\.mv' on the server", sfs.log()), sfs.log_tail()
 
 
+def test_rename_then_rewrite_before_the_server_rename_leaves_no_old_copy(sfs):
+    """mv a b, then b rewritten before the one busy connection got to
+    rename a's copy on the server: the server ends with the new content
+    at 'b' and nothing at 'a', as if the rename had come first (before,
+    the old content stayed at 'a')."""
+    dest = sfs.add_dest("local", max_rate="200K", connections=1)
+    sfs.mount()
+    a, b, big = (sfs.m("local", x) for x in ("a", "b", "big"))
+    v1, v2 = pseudo_random(20_000, 18), pseudo_random(15_000, 19)
+    a.write_bytes(v1)
+    sfs.wait_uploaded(a)
+    big.write_bytes(pseudo_random(1_000_000, 20))
+    sfs.wait_state(big, "uploading")
+    os.rename(a, b)
+    b.write_bytes(v2)
+    sfs.wait_uploaded(b, big)
+    wait_until(lambda: dest_files(dest) == ["b", "big"], 20,
+               "the old copy at 'a' to go", state=lambda: sfs.describe())
+    assert (dest / "b").read_bytes() == v2
+    assert b.read_bytes() == v2
+
+
+def test_rm_with_delete_remote_spares_the_file_now_at_a_rewritten_files_old_name(sfs):
+    """mv a b; b rewritten (and still open); a new 'a' uploaded; rm b, with
+    delete_remote.  The old copy at 'a' was b's, but the new 'a' has since
+    landed there: rm b must not delete it.  Before, b still pointed at
+    'a' and its removal deleted the new file's only copy (its spool copy
+    was already freed): the file read back as an I/O error."""
+    dest = sfs.add_dest("local", max_rate="200K", connections=1,
+                        delete_remote="yes")
+    sfs.mount()
+    a, b, big = (sfs.m("local", x) for x in ("a", "b", "big"))
+    v1, va = pseudo_random(20_000, 21), pseudo_random(12_000, 22)
+    a.write_bytes(v1)
+    sfs.wait_uploaded(a)
+    big.write_bytes(pseudo_random(1_000_000, 23))
+    sfs.wait_state(big, "uploading")
+    os.rename(a, b)
+    with open(b, "wb") as f:            # rewritten, open until the rm
+        f.write(b"new b")
+        f.flush()
+        a.write_bytes(va)
+        sfs.wait_uploaded(a, big)
+        wait_until(lambda: (dest / "a").read_bytes() == va, 20,
+                   "the new 'a' on the server", state=lambda: sfs.describe())
+        os.unlink(b)
+    # one connection, in queue order: once this is up, a removal queued
+    # by the rm has run too
+    marker = sfs.m("local", "marker")
+    marker.write_bytes(b"after the rm")
+    sfs.wait_uploaded(marker)
+    assert dest_files(dest) == ["a", "big", "marker"]
+    assert (dest / "a").read_bytes() == va
+    assert a.read_bytes() == va          # from the server
+
+
+def test_a_file_moved_to_another_destination_forgets_its_copy_on_the_first(sfs):
+    """mv one/a two/a (content still in the spool: keep_uploaded), a new
+    one/a uploaded over the old copy there, then rm two/a with
+    delete_remote: the copy on 'one' is the new file's now and stays
+    (before, two/a still pointed at it and its removal deleted it)."""
+    one = sfs.add_dest("one", keep_uploaded="yes", delete_remote="yes",
+                       connections=1)
+    two = sfs.add_dest("two", max_rate="200K", connections=1,
+                       delete_remote="yes")
+    sfs.mount()
+    a1, a2, big = sfs.m("one", "a"), sfs.m("two", "a"), sfs.m("two", "big")
+    v1, vy = pseudo_random(20_000, 24), pseudo_random(9_000, 25)
+    a1.write_bytes(v1)
+    sfs.wait_uploaded(a1)
+    big.write_bytes(pseudo_random(1_000_000, 26))
+    sfs.wait_state(big, "uploading")
+    os.rename(a1, a2)                   # queued behind big on 'two'
+    a1.write_bytes(vy)
+    sfs.wait_uploaded(a1)
+    assert (one / "a").read_bytes() == vy
+    os.unlink(a2)
+    # one connection on 'one', in queue order: once this is up, a removal
+    # there queued by the rm has run too
+    marker = sfs.m("one", "marker")
+    marker.write_bytes(b"after the rm")
+    sfs.wait_uploaded(marker, big)
+    assert dest_files(one) == ["a", "marker"]
+    assert (one / "a").read_bytes() == vy
+    assert dest_files(two) == ["big"]
+
+
 @pytest.mark.allow_log(r"different filesystems|waiting: ")
 def test_a_new_file_waits_for_an_old_copy_whose_rename_failed(sfs):
     """mv a archive/a.old with archive read-only on the server: that rename
@@ -181,14 +268,18 @@ def test_a_new_file_waits_for_an_old_copy_whose_rename_failed(sfs):
     assert (dest / "a").read_bytes() == v2
 
 
+@pytest.mark.parametrize("delete_remote", ["no", "yes"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_renames_rewrites_and_removals_end_as_in_the_mount(sfs, seed):
+def test_random_renames_rewrites_and_removals_end_as_in_the_mount(
+        sfs, seed, delete_remote):
     """Swaps, renames over other files, rewrites and rm in random order
     while uploads and renames run on three connections: the destination
     ends with what the mount shows.  (A probe like this one found a crash
     in an early version of the rename ordering, a file removed while its
-    rename job looked for a circle; these seeds hit it in 1 run of 3.)"""
-    dest = sfs.add_dest("local", connections=3, max_rate="2M")
+    rename job looked for a circle; these seeds hit it in 1 run of 3.)
+    With delete_remote, no removal may take a file that is in the mount."""
+    dest = sfs.add_dest("local", connections=3, max_rate="2M",
+                        delete_remote=delete_remote)
     sfs.set_spool(settle="100ms")
     sfs.mount()
     shuffle_names(sfs, "local", dest, seed)
