@@ -788,25 +788,28 @@ static struct spool_node *area_mkdirs_locked(struct spool *sp,
 	return dir;
 }
 
-void node_trash_tmp_locked(struct spool *sp, struct spool_node *n)
+/* A trash entry under N's name, to carry a removal on a server (the caller
+ * hands it N's temp or copy), then trash_add_locked(). */
+static struct spool_node *trash_new(struct spool *sp,
+				    const struct spool_node *n)
 {
-	struct spool_node *t;
+	struct spool_node *t = node_new(n->dest, n->name, false);
+
+	if (t) {
+		t->area = SPOOL_AREA_TRASH;
+		t->state = SPOOL_QUEUED;
+		t->ready_at = spool_now_ms();
+		t->parent = sp->trash;
+	}
+	return t;
+}
+
+/* Journal T and queue its removal; if that fails, T goes, with what it
+ * was handed (a leftover on the server, as without the entry). */
+static void trash_add_locked(struct spool *sp, struct spool_node *t)
+{
 	struct spool_row r;
 
-	if (!n->rtmp || !n->tmp_dest)
-		return;
-	t = node_new(n->dest, n->name, false);
-	if (!t)
-		return;
-	t->area = SPOOL_AREA_TRASH;
-	t->state = SPOOL_QUEUED;
-	t->rtmp = n->rtmp;
-	t->tmp_dest = n->tmp_dest;
-	t->tmp_gen = n->tmp_gen;
-	t->ready_at = spool_now_ms();
-	n->rtmp = NULL;
-	n->tmp_dest = NULL;
-	t->parent = sp->trash;
 	node_to_row(t, &r);
 	if (spool_journal_insert(sp->j, &r) < 0 ||
 	    dir_attach(sp, sp->trash, t) < 0) {
@@ -817,48 +820,42 @@ void node_trash_tmp_locked(struct spool *sp, struct spool_node *n)
 	node_requeue_locked(sp, t);
 }
 
+void node_trash_tmp_locked(struct spool *sp, struct spool_node *n)
+{
+	struct spool_node *t;
+
+	if (!n->rtmp || !n->tmp_dest)
+		return;
+	t = trash_new(sp, n);
+	if (!t)
+		return;
+	t->rtmp = n->rtmp;
+	t->tmp_dest = n->tmp_dest;
+	t->tmp_gen = n->tmp_gen;
+	n->rtmp = NULL;
+	n->tmp_dest = NULL;
+	trash_add_locked(sp, t);
+}
+
 /*
- * N's uploaded copy at N->rpath is no longer its content (stale: the file
- * was rewritten since) and no longer at its name: nothing keeps another
- * file from landing on that name now (blocks_locked() lets a stale copy be
- * overwritten), so N must stop pointing at it, or a later job of N's (a
- * removal with delete_remote, the removal below) could act on another
- * file's copy.  On N's own destination the copy is what a rename on the
- * server would have carried to N's name and the new content then
- * overwritten: it goes to the trash, whose removal holds the name until
- * done (a trash entry blocks renames onto it).  A copy on another
- * destination (a fallback, or the one N was moved from) stays there.
- * Call with N off the queue (the qr_tab index is by rpath).
+ * N forgets its uploaded copy.  With TRASH, a copy on N's own destination
+ * is removed there through the trash (an entry that holds the name until
+ * done: blocks_locked()); a copy elsewhere, or without TRASH, stays on the
+ * server.  Call with N off the queue (the qr_tab index is by rpath).
  */
 void node_let_go_of_copy_locked(struct spool *sp, struct spool_node *n,
 				bool trash)
 {
 	struct spool_node *t;
-	struct spool_row r;
 
 	if (!n->rdest || !n->rpath)
 		return;
-	t = trash && n->rdest == n->dest ? node_new(n->dest, n->name, false)
-					 : NULL;
-	if (t) {
-		t->area = SPOOL_AREA_TRASH;
-		t->state = SPOOL_QUEUED;
+	if (trash && n->rdest == n->dest && (t = trash_new(sp, n))) {
 		t->rdest = n->rdest;
 		t->rpath = n->rpath;
 		t->rgen = n->rgen;
-		t->ready_at = spool_now_ms();
-		t->parent = sp->trash;
-		node_to_row(t, &r);
-		if (spool_journal_insert(sp->j, &r) < 0 ||
-		    dir_attach(sp, sp->trash, t) < 0) {
-			t->rpath = NULL;	/* still N's: freed below */
-			node_free(t);
-			t = NULL;
-		} else {
-			t->id = r.id;
-			n->rpath = NULL;
-			node_requeue_locked(sp, t);
-		}
+		n->rpath = NULL;
+		trash_add_locked(sp, t);
 	}
 	free(n->rpath);
 	n->rpath = NULL;
@@ -866,7 +863,16 @@ void node_let_go_of_copy_locked(struct spool *sp, struct spool_node *n,
 	node_save_locked(sp, n);
 }
 
-/* The same, only when N's copy is stale and not at N's name now. */
+/*
+ * N's copy at N->rpath is stale (N was rewritten since) and not at N's
+ * name (N was renamed before its rename reached the server, or after the
+ * rewrite): nothing keeps another file from landing on that name now
+ * (blocks_locked() lets a stale copy be overwritten), so N must not point
+ * at it any more, or a later job of N's (a removal with delete_remote)
+ * could remove another file's copy.  On N's own destination the copy is
+ * what the rename would have carried to N's name for the new content to
+ * overwrite: it goes to the trash (TRASH, in the main area).
+ */
 void node_stale_copy_locked(struct spool *sp, struct spool_node *n,
 			    bool trash)
 {
@@ -879,7 +885,8 @@ void node_stale_copy_locked(struct spool *sp, struct spool_node *n,
 	away = !rel || strcmp(rel, n->rpath) != 0 || n->area != SPOOL_AREA_MAIN;
 	free(rel);
 	if (away)
-		node_let_go_of_copy_locked(sp, n, trash);
+		node_let_go_of_copy_locked(sp, n,
+					   trash && n->area == SPOOL_AREA_MAIN);
 }
 
 void spool_set_inval(struct spool *sp, spool_inval_fn fn, void *arg)

@@ -144,6 +144,18 @@ def test_swapping_two_uploaded_files_swaps_them_on_the_server(sfs):
                      r"\d+-\d+\.mv' on the server", sfs.log()), sfs.log_tail()
 
 
+def uploaded_then_busy(sfs, path, data, busy_dest, seed):
+    """PATH uploaded with DATA, then BUSY_DEST's one connection (max_rate
+    200K) kept busy for seconds with a 1 MB 'big': what is queued next on
+    it waits.  Returns big's path."""
+    path.write_bytes(data)
+    sfs.wait_uploaded(path)
+    big = sfs.m(busy_dest, "big")
+    big.write_bytes(pseudo_random(1_000_000, seed))
+    sfs.wait_state(big, "uploading")
+    return big
+
+
 def test_rename_then_rewrite_before_the_server_rename_leaves_no_old_copy(sfs):
     """mv a b, then b rewritten before the one busy connection got to
     rename a's copy on the server: the server ends with the new content
@@ -151,12 +163,9 @@ def test_rename_then_rewrite_before_the_server_rename_leaves_no_old_copy(sfs):
     the old content stayed at 'a')."""
     dest = sfs.add_dest("local", max_rate="200K", connections=1)
     sfs.mount()
-    a, b, big = (sfs.m("local", x) for x in ("a", "b", "big"))
+    a, b = sfs.m("local", "a"), sfs.m("local", "b")
     v1, v2 = pseudo_random(20_000, 18), pseudo_random(15_000, 19)
-    a.write_bytes(v1)
-    sfs.wait_uploaded(a)
-    big.write_bytes(pseudo_random(1_000_000, 20))
-    sfs.wait_state(big, "uploading")
+    big = uploaded_then_busy(sfs, a, v1, "local", 20)
     os.rename(a, b)
     b.write_bytes(v2)
     sfs.wait_uploaded(b, big)
@@ -175,12 +184,9 @@ def test_rm_with_delete_remote_spares_the_file_now_at_a_rewritten_files_old_name
     dest = sfs.add_dest("local", max_rate="200K", connections=1,
                         delete_remote="yes")
     sfs.mount()
-    a, b, big = (sfs.m("local", x) for x in ("a", "b", "big"))
+    a, b = sfs.m("local", "a"), sfs.m("local", "b")
     v1, va = pseudo_random(20_000, 21), pseudo_random(12_000, 22)
-    a.write_bytes(v1)
-    sfs.wait_uploaded(a)
-    big.write_bytes(pseudo_random(1_000_000, 23))
-    sfs.wait_state(big, "uploading")
+    big = uploaded_then_busy(sfs, a, v1, "local", 23)
     os.rename(a, b)
     with open(b, "wb") as f:            # rewritten, open until the rm
         f.write(b"new b")
@@ -190,12 +196,8 @@ def test_rm_with_delete_remote_spares_the_file_now_at_a_rewritten_files_old_name
         wait_until(lambda: (dest / "a").read_bytes() == va, 20,
                    "the new 'a' on the server", state=lambda: sfs.describe())
         os.unlink(b)
-    # one connection, in queue order: once this is up, a removal queued
-    # by the rm has run too
-    marker = sfs.m("local", "marker")
-    marker.write_bytes(b"after the rm")
-    sfs.wait_uploaded(marker)
-    assert dest_files(dest) == ["a", "big", "marker"]
+    sfs.wait_trash_empty()              # a removal the rm queued has run
+    assert dest_files(dest) == ["a", "big"]
     assert (dest / "a").read_bytes() == va
     assert a.read_bytes() == va          # from the server
 
@@ -205,28 +207,21 @@ def test_a_file_moved_to_another_destination_forgets_its_copy_on_the_first(sfs):
     one/a uploaded over the old copy there, then rm two/a with
     delete_remote: the copy on 'one' is the new file's now and stays
     (before, two/a still pointed at it and its removal deleted it)."""
-    one = sfs.add_dest("one", keep_uploaded="yes", delete_remote="yes",
-                       connections=1)
+    one = sfs.add_dest("one", keep_uploaded="yes", delete_remote="yes")
     two = sfs.add_dest("two", max_rate="200K", connections=1,
                        delete_remote="yes")
     sfs.mount()
-    a1, a2, big = sfs.m("one", "a"), sfs.m("two", "a"), sfs.m("two", "big")
+    a1, a2 = sfs.m("one", "a"), sfs.m("two", "a")
     v1, vy = pseudo_random(20_000, 24), pseudo_random(9_000, 25)
-    a1.write_bytes(v1)
-    sfs.wait_uploaded(a1)
-    big.write_bytes(pseudo_random(1_000_000, 26))
-    sfs.wait_state(big, "uploading")
+    big = uploaded_then_busy(sfs, a1, v1, "two", 26)
     os.rename(a1, a2)                   # queued behind big on 'two'
     a1.write_bytes(vy)
     sfs.wait_uploaded(a1)
     assert (one / "a").read_bytes() == vy
     os.unlink(a2)
-    # one connection on 'one', in queue order: once this is up, a removal
-    # there queued by the rm has run too
-    marker = sfs.m("one", "marker")
-    marker.write_bytes(b"after the rm")
-    sfs.wait_uploaded(marker, big)
-    assert dest_files(one) == ["a", "marker"]
+    sfs.wait_trash_empty()              # a removal the rm queued has run
+    sfs.wait_uploaded(big)
+    assert dest_files(one) == ["a"]
     assert (one / "a").read_bytes() == vy
     assert dest_files(two) == ["big"]
 
