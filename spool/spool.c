@@ -1707,12 +1707,25 @@ static void stream_check_locked(struct spool *sp, struct spool_node *n,
 	pthread_cond_broadcast(&sp->stream_cond);
 }
 
-/* The file's content is about to change from byte FROM on: cancel an
+/*
+ * The file's content is about to change from byte FROM on: cancel an
  * upload in progress, leave the queue until the next close commits it
- * again. */
+ * again.
+ *
+ * When that overwrites bytes of a committed spool copy (a rewrite, not an
+ * append), the journal's "writing" must be on disk before they change:
+ * else a power cut could bring back the row that says "queued, N bytes"
+ * over a data file already half rewritten, and that mix would be uploaded
+ * as the file.  With the row on disk the next mount puts the file in
+ * .failed/ as incomplete instead (an append needs no sync: the row's N
+ * bytes are still the old ones).  One fsync of the journal, only for a
+ * rewrite of a file whose spool copy is still there.
+ */
 static int content_changed_locked(struct spool *sp, struct spool_node *n,
 				  uint64_t from)
 {
+	bool overwrite = n->has_data && from < n->size;
+
 	n->wseq++;
 	n->mtime = n->ctime = now_ts();
 	if (n->state == SPOOL_WRITING) {
@@ -1730,6 +1743,16 @@ static int content_changed_locked(struct spool *sp, struct spool_node *n,
 	node_set_error_locked(n, NULL);
 	node_set_state_locked(sp, n, SPOOL_WRITING);
 	node_save_locked(sp, n);
+	if (overwrite && sp->cfg->fsync == SPOOLFS_FSYNC_CLOSE) {
+		int rc = spool_sync(sp);
+
+		if (rc < 0) {
+			log_error("%s: cannot fsync the journal before '%s' is "
+				  "rewritten: %s", n->dest->conf->name, n->name,
+				  strerror(-rc));
+			return rc;
+		}
+	}
 	return 0;
 }
 
@@ -1971,7 +1994,9 @@ int spool_open_file(struct spool *sp, const char *path, int flags,
 		goto out_put;
 	}
 	if (trunc) {
-		content_changed_locked(sp, n, 0);
+		rc = content_changed_locked(sp, n, 0);
+		if (rc < 0)
+			goto out_put;
 		if (ftruncate(fd, 0) < 0) {
 			rc = -errno;
 			goto out_put;
@@ -2052,7 +2077,11 @@ int spool_write_begin(struct spool_handle *h, size_t size, off_t off)
 		h->write_errno = ENOSPC;
 		goto out;
 	}
-	content_changed_locked(sp, n, (uint64_t)off);
+	rc = content_changed_locked(sp, n, (uint64_t)off);
+	if (rc < 0) {
+		h->write_errno = -rc;
+		goto out;
+	}
 	sp->used += delta;	/* reserved until spool_write_end() */
 out:
 	pthread_mutex_unlock(&sp->lock);
@@ -2140,8 +2169,10 @@ int spool_truncate(struct spool *sp, const char *path, struct spool_handle *h,
 		pthread_mutex_unlock(&sp->lock);
 		goto out;
 	}
-	content_changed_locked(sp, n, (uint64_t)size);
-	if (ftruncate(h->fd, size) < 0) {
+	rc = content_changed_locked(sp, n, (uint64_t)size);
+	if (rc < 0) {
+		/* the spool copy is as it was */
+	} else if (ftruncate(h->fd, size) < 0) {
 		rc = -errno;
 	} else {
 		UNCHARGE(sp, n);

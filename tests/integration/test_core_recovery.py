@@ -3,6 +3,7 @@ uploads pending, a full spool disk and the spool quota."""
 
 import os
 import re
+import subprocess
 
 import pytest
 
@@ -215,3 +216,92 @@ def test_a_copy_dropped_by_a_commit_the_disk_never_got_comes_back(sfs):
                      sfs.log()), sfs.log_tail()
     sfs.wait_spool_empty()
     assert not [n for n in os.listdir(spool) if n.startswith("drop.")]
+
+
+
+def trace_rewrite(sfs, rewrite):
+    """Run REWRITE() with strace on the daemon.  Returns strace's lines
+    (TID CALL...), the daemon's fds of the journal's WAL and the name of
+    the one data file (the node id)."""
+    pid = sfs.daemon.pid
+    ids = [n for n in os.listdir(sfs.data_dir()) if n.isdigit()]
+    assert len(ids) == 1, os.listdir(sfs.data_dir())
+    wal = {fd for fd in os.listdir(f"/proc/{pid}/fd")
+           if os.readlink(f"/proc/{pid}/fd/{fd}").endswith("/journal.db-wal")}
+    assert wal, "the daemon has its journal's WAL open"
+    log = sfs.root / "strace.log"
+    tracer = subprocess.Popen(
+        ["strace", "-f", "-qq", "-o", str(log), "-p", str(pid), "-e",
+         "trace=openat,fdatasync,ftruncate,pwrite64,pwritev,pwritev2,"
+         "write,splice"])
+
+    def attached():
+        for t in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{t}/status") as st:
+                if f"TracerPid:\t{tracer.pid}\n" not in st.read():
+                    return False
+        return True
+    try:
+        wait_until(attached, 10, "strace to attach to every thread")
+        rewrite()
+    finally:
+        tracer.terminate()
+        tracer.wait(timeout=10)
+    return log.read_text().splitlines(), wal, ids[0]
+
+
+def journal_synced_before_change(lines, wal, data_id):
+    """Whether the thread that first changed data file DATA_ID, after the
+    rewrite opened it, had fsynced the WAL (an fd in WAL) since that open."""
+    data_fd, synced = None, set()
+    for line in lines:
+        tid, _, call = line.partition(" ")
+        call = call.lstrip()
+        m = re.match(r'openat\(\d+, "(\d+)", .*\)\s+=\s+(\d+)$', call)
+        if m and m.group(1) == data_id:
+            data_fd, synced = m.group(2), set()
+            continue
+        m = re.match(r"fdatasync\((\d+)", call)
+        if m and data_fd and m.group(1) in wal:
+            synced.add(tid)
+            continue
+        m = re.match(r"(?:ftruncate|pwrite64|pwritev2?|write)\((\d+),|"
+                     r"splice\(\d+, [^,]+, (\d+),", call)
+        if m and data_fd and data_fd in m.groups():
+            return tid in synced
+    raise AssertionError("the trace shows no change of the spool copy:\n" +
+                         "\n".join(lines[-40:]))
+
+
+@pytest.mark.parametrize("how", ["truncate", "overwrite"])
+def test_a_rewrite_puts_the_journal_on_disk_before_the_old_bytes_change(
+        sfs, how):
+    """A file whose spool copy is kept, rewritten in place: the journal's
+    "writing" must be on disk before the first old byte of the copy
+    changes, or a power cut could bring back "uploaded/queued, N bytes"
+    over a half-rewritten copy, and that mix would be uploaded as the file.
+    A power cut cannot be staged here, so the order of the daemon's system
+    calls is checked: an fsync of the journal's WAL by the same thread,
+    between the open of the spool copy and its ftruncate or first write.
+    (An append needs no sync: the row's N bytes are still the old ones.)"""
+    dest = sfs.add_dest("local", keep_uploaded="yes")
+    sfs.mount()
+    f = sfs.m("local", "doc.txt")
+    old = pseudo_random(50_000, 77)
+    f.write_bytes(old)
+    sfs.wait_uploaded(f)
+
+    def rewrite():
+        if how == "truncate":
+            f.write_bytes(b"new content")
+        else:
+            with open(f, "r+b") as fh:
+                fh.write(b"NEW")
+
+    lines, wal, data_id = trace_rewrite(sfs, rewrite)
+    assert journal_synced_before_change(lines, wal, data_id), \
+        "no fsync of the journal before the change:\n" + "\n".join(lines[-40:])
+    want = b"new content" if how == "truncate" else b"NEW" + old[3:]
+    wait_until(lambda: (dest / "doc.txt").read_bytes() == want, 20,
+               "the rewritten file on the destination",
+               state=lambda: sfs.describe([f]))
