@@ -850,6 +850,9 @@ void node_let_go_of_copy_locked(struct spool *sp, struct spool_node *n,
 
 	if (!n->rdest || !n->rpath)
 		return;
+	/* one commit: a trash entry for the copy with N still pointing at it
+	 * would remove what N's next job (a rename) still counts on */
+	spool_journal_begin(sp->j);
 	if (trash && n->rdest == n->dest && (t = trash_new(sp, n))) {
 		t->rdest = n->rdest;
 		t->rpath = n->rpath;
@@ -861,6 +864,7 @@ void node_let_go_of_copy_locked(struct spool *sp, struct spool_node *n,
 	n->rpath = NULL;
 	n->rdest = NULL;
 	node_save_locked(sp, n);
+	spool_journal_commit(sp->j);
 }
 
 /*
