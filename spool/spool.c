@@ -788,6 +788,13 @@ static struct spool_node *area_mkdirs_locked(struct spool *sp,
 	return dir;
 }
 
+void node_forget_copy(struct spool_node *n)
+{
+	free(n->rpath);
+	n->rpath = NULL;
+	n->rdest = NULL;
+}
+
 /* A trash entry under N's name, to carry a removal on a server (the caller
  * hands it N's temp or copy), then trash_add_locked(). */
 static struct spool_node *trash_new(struct spool *sp,
@@ -860,9 +867,7 @@ void node_let_go_of_copy_locked(struct spool *sp, struct spool_node *n,
 		n->rpath = NULL;
 		trash_add_locked(sp, t);
 	}
-	free(n->rpath);
-	n->rpath = NULL;
-	n->rdest = NULL;
+	node_forget_copy(n);
 	node_save_locked(sp, n);
 	spool_journal_commit(sp->j);
 }
@@ -1372,11 +1377,8 @@ static void file_unlink_locked(struct spool *sp, struct spool_node *n)
 	/* the content goes only after the journal forgot it (see
 	 * node_free_data_locked()) */
 	n->has_data = false;
-	if (!del_remote) {
-		free(n->rpath);
-		n->rpath = NULL;
-		n->rdest = NULL;
-	}
+	if (!del_remote)
+		node_forget_copy(n);
 	if (n->rtmp || del_remote) {
 		n->area = SPOOL_AREA_TRASH;
 		n->attempts = 0;
@@ -2519,12 +2521,9 @@ static int load_row(void *arg, const struct spool_row *r)
 	n->rdest = dest_by_cname(sp, r->rdest);
 	n->rpath = n->rdest ? strdup_or_null(r->rpath) : NULL;
 	n->rgen = r->rgen;
-	if (n->area == SPOOL_AREA_FAILED && n->rgen != n->gen) {
-		/* as node_fail_locked() does now (older journals) */
-		free(n->rpath);
-		n->rpath = NULL;
-		n->rdest = NULL;
-	}
+	/* as node_fail_locked() does now (older journals) */
+	if (n->area == SPOOL_AREA_FAILED && n->rgen != n->gen)
+		node_forget_copy(n);
 	n->rmtime = r->rmtime;
 	n->tmp_dest = dest_by_cname(sp, r->tmp_dest);
 	n->rtmp = n->tmp_dest ? strdup_or_null(r->rtmp) : NULL;

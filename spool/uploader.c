@@ -1117,11 +1117,8 @@ static void finish_trash_locked(struct job *job, int rc,
 		n->rtmp = NULL;
 		n->tmp_dest = NULL;
 	}
-	if (job->remove_rpath) {
-		free(n->rpath);
-		n->rpath = NULL;
-		n->rdest = NULL;
-	}
+	if (job->remove_rpath)
+		node_forget_copy(n);
 	if (!n->rtmp && !n->rdest) {
 		node_drop_locked(sp, n);
 		return;

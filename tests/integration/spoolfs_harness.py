@@ -739,8 +739,10 @@ class SpoolfsEnv:
         trash area (SPOOL_AREA_TRASH, journal.h), read beside the daemon
         (WAL lets a reader in)."""
         import sqlite3
+        from contextlib import closing
         uri = f"file:{self.spool / 'journal.db'}?mode=ro"
-        with sqlite3.connect(uri, uri=True, timeout=10) as db:
+        # (a connection's own `with` commits but does not close it)
+        with closing(sqlite3.connect(uri, uri=True, timeout=10)) as db:
             return db.execute("SELECT count(*) FROM nodes WHERE area = 2"
                               ).fetchone()[0]
 
