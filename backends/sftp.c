@@ -27,12 +27,16 @@
  *   cost: 1.10 encrypts one 16-byte block per EVP call (about two thirds of
  *   the client's CPU time in a big upload).
  *
- * - Round trips per file.  put_file() is OPEN, WRITE(s), then FSTAT of the
- *   handle (the size check, asked of the server) and SETSTAT of the mtime
- *   in flight together, then CLOSE: 4 round trips where put + set_mtime +
- *   stat take 5 (the rename comes on top of both).  Not 3: libssh2 1.10
- *   frees a handle as soon as its CLOSE is answered, and FSTAT needs the
- *   handle until its own reply is collected (sc_put_tail()).
+ * - Round trips per file.  put_file() is OPEN, WRITE(s), FSTAT of the
+ *   handle (the size check, asked of the server) and SETSTAT of the mtime,
+ *   then CLOSE.  FSTAT and SETSTAT go out as soon as the last WRITE has
+ *   gone out whole, so their replies come back with its acknowledgement
+ *   (the server answers one channel's requests in order, so the FSTAT sees
+ *   every byte): a file that fits in one window (PUT_INFLIGHT) takes 3
+ *   round trips, where put + set_mtime + stat take 5 (the rename comes on
+ *   top of both).  Not 2: libssh2 1.10 frees a handle as soon as its CLOSE
+ *   is answered, and FSTAT needs the handle until its own reply is
+ *   collected (sc_put_tail()).
  *
  * - Host keys are always verified, before anything is sent that depends on
  *   the server: a `host_key = SHA256:...` pin, else the known_hosts file
@@ -1822,15 +1826,22 @@ static LIBSSH2_SFTP_HANDLE *sc_open_write(struct sftp_conn *c,
 	return h;
 }
 
+struct sc_tail;
+static bool sc_awaiting_reply(struct sftp_conn *c);
+static int sc_tail_start(struct sftp_conn *c, struct sc_tail *t,
+			 int64_t deadline);
+
 /*
  * Write bytes [OFFSET, SIZE) of FD through the open handle H, until the
- * server has acknowledged all of them.  Returns 0, or -1 with *err set; H
- * stays open either way.
+ * server has acknowledged all of them.  With TAIL (put_file), the tail's
+ * requests go out as soon as the last WRITE has gone out whole, so their
+ * replies come back with its acknowledgement (sc_put_tail()).  Returns 0,
+ * or -1 with *err set; H stays open either way.
  */
 static int sc_write_all(struct sftp_conn *c, LIBSSH2_SFTP_HANDLE *h, int fd,
 			const char *path, const char *rpath, uint64_t offset,
 			uint64_t size, spoolfs_progress_fn progress, void *arg,
-			struct spoolfs_error *err)
+			struct sc_tail *tail, struct spoolfs_error *err)
 {
 	uint64_t acked = offset, readpos = offset, reported = offset;
 	int64_t deadline = now_ms() + (int64_t)stall_ms(c);
@@ -1839,6 +1850,7 @@ static int sc_write_all(struct sftp_conn *c, LIBSSH2_SFTP_HANDLE *h, int fd,
 	while (acked < size) {
 		size_t count;
 		ssize_t n;
+		bool last;
 
 		/*
 		 * Keep PUT_INFLIGHT bytes ahead of what the server acked.
@@ -1875,8 +1887,22 @@ static int sc_write_all(struct sftp_conn *c, LIBSSH2_SFTP_HANDLE *h, int fd,
 		count = hi - lo;
 		if (count > PUT_INFLIGHT)
 			count = PUT_INFLIGHT;
+		/* the last bytes: what this call leaves says if they are out */
+		last = tail && readpos == size && count == hi - lo;
+		if (last)
+			libssh2_session_set_last_error(c->session, 0, NULL);
 		n = libssh2_sftp_write(h, (const char *)c->buf + lo, count);
 		if (n == LIBSSH2_ERROR_EAGAIN || n == 0) {
+			if (last && sc_awaiting_reply(c)) {
+				if (sc_tail_start(c, tail, deadline) < 0)
+					return sc_fail(c, err, SC_TIMEDOUT,
+						false, "cannot write '%s' on "
+						"%s at byte %llu", rpath,
+						c->where,
+						(unsigned long long)acked);
+				tail = NULL;	/* sent; now the acks */
+				continue;
+			}
 			if (sc_wait(c, deadline) < 0)
 				return sc_fail(c, err, SC_TIMEDOUT, true,
 					"cannot write '%s' on %s at byte %llu",
@@ -1906,7 +1932,9 @@ static int sc_write_all(struct sftp_conn *c, LIBSSH2_SFTP_HANDLE *h, int fd,
 
 /*
  * The tail of put_file: FSTAT of the open handle (the size the server holds)
- * and, with an mtime, SETSTAT of the path, both in flight at once.
+ * and, with an mtime, SETSTAT of the path, both in flight at once, and
+ * usually with the last WRITE (its acknowledgement is a reply of a third
+ * kind, collected by libssh2_sftp_write() from the same queue).
  *
  * libssh2 1.10 keeps one state machine per kind of request, not per request:
  * fstat_state (FSTAT and FSETSTAT), stat_state (STAT, LSTAT, SETSTAT), each
@@ -1926,8 +1954,8 @@ static int sc_write_all(struct sftp_conn *c, LIBSSH2_SFTP_HANDLE *h, int fd,
  * - libssh2_sftp_fstat() uses its handle until it has returned its reply,
  *   and libssh2_sftp_close_handle() frees the handle as soon as the CLOSE
  *   is answered, which can happen within its first call.  So the CLOSE is
- *   sent only after the FSTAT has returned: FSTAT + SETSTAT are one round
- *   trip, CLOSE another (the caller's sc_drop_handle()).
+ *   sent only after the FSTAT has returned: the last WRITE + FSTAT +
+ *   SETSTAT are one round trip, CLOSE another (sc_drop_handle()).
  * - A request left in flight on a live session would hand its stale reply
  *   to the next call of its kind, so every request that was started is
  *   finished unless the session is dead (then the connection is dropped).
@@ -1942,10 +1970,29 @@ enum { TAIL_FSTAT, TAIL_SETSTAT, TAIL_OPS };
 struct sc_tail {
 	LIBSSH2_SFTP_HANDLE *h;
 	const char *rpath;
+	int nops;			/* FSTAT, and SETSTAT with an mtime */
+	bool started;			/* sc_tail_start() ran */
+	bool with_write;		/* ... while the last WRITE was acked */
+	bool pipelined;			/* both requests were in flight */
+	bool called[TAIL_OPS];		/* a request went (partly) out */
 	LIBSSH2_SFTP_ATTRIBUTES attrs[TAIL_OPS];
 	int rc[TAIL_OPS];		/* LIBSSH2_ERROR_EAGAIN until done */
 	unsigned long status[TAIL_OPS];	/* when rc is SFTP_PROTOCOL */
 };
+
+static void sc_tail_init(struct sc_tail *t, LIBSSH2_SFTP_HANDLE *h,
+			 const char *rpath, int64_t mtime)
+{
+	*t = (struct sc_tail){
+		.h = h,
+		.rpath = rpath,
+		.nops = mtime >= 0 ? TAIL_OPS : 1,
+		.rc = { LIBSSH2_ERROR_EAGAIN, LIBSSH2_ERROR_EAGAIN },
+	};
+	t->attrs[TAIL_SETSTAT].flags = LIBSSH2_SFTP_ATTR_ACMODTIME;
+	t->attrs[TAIL_SETSTAT].atime = (unsigned long)mtime;
+	t->attrs[TAIL_SETSTAT].mtime = (unsigned long)mtime;
+}
 
 /* Call OP (once more); once it has finished, its result stays. */
 static int sc_tail_call(struct sftp_conn *c, struct sc_tail *t, int op)
@@ -1954,6 +2001,7 @@ static int sc_tail_call(struct sftp_conn *c, struct sc_tail *t, int op)
 
 	if (t->rc[op] != LIBSSH2_ERROR_EAGAIN)
 		return t->rc[op];
+	t->called[op] = true;
 	/* for sc_awaiting_reply(): what this call leaves is its own */
 	libssh2_session_set_last_error(c->session, 0, NULL);
 	if (op == TAIL_FSTAT)
@@ -2018,62 +2066,92 @@ static bool sc_tail_broke(const struct sc_tail *t, int op)
 	       t->rc[op] != LIBSSH2_ERROR_SFTP_PROTOCOL;
 }
 
-static int sc_put_tail(struct sftp_conn *c, LIBSSH2_SFTP_HANDLE *h,
-		       const char *path, const char *rpath, int64_t mtime,
-		       uint64_t *rsize, struct spoolfs_error *err)
+/*
+ * Send the tail's requests, in order, each once the one before has gone out
+ * whole.  Called by sc_write_all() while the last WRITE awaits its
+ * acknowledgement (the same rule: that WRITE is out whole), else by
+ * sc_put_tail().  Returns 0, or SC_TIMEDOUT (the session is then dead).
+ */
+static int sc_tail_start(struct sftp_conn *c, struct sc_tail *t,
+			 int64_t deadline)
 {
-	struct sc_tail t = {
-		.h = h,
-		.rpath = rpath,
-		.rc = { LIBSSH2_ERROR_EAGAIN, LIBSSH2_ERROR_EAGAIN },
-	};
-	int64_t deadline = now_ms() + (int64_t)stall_ms(c);
-	int nops = mtime >= 0 ? TAIL_OPS : 1;
-	const LIBSSH2_SFTP_ATTRIBUTES *a = &t.attrs[TAIL_FSTAT];
-	char what[SPOOLFS_ERRMSG_MAX];
-	bool pipelined = false;
 	int op, rc = 0;
 
-	t.attrs[TAIL_SETSTAT].flags = LIBSSH2_SFTP_ATTR_ACMODTIME;
-	t.attrs[TAIL_SETSTAT].atime = (unsigned long)mtime;
-	t.attrs[TAIL_SETSTAT].mtime = (unsigned long)mtime;
-	for (op = 0; op < nops && rc == 0; op++) {
-		if (op > 0 && sc_tail_broke(&t, op - 1))
+	if (t->started)
+		return 0;
+	t->started = true;
+	for (op = 0; op < t->nops && rc == 0; op++) {
+		if (op > 0 && sc_tail_broke(t, op - 1))
 			break;
-		if (op > 0 && t.rc[op - 1] == LIBSSH2_ERROR_EAGAIN)
-			pipelined = true;
-		rc = sc_tail_send(c, &t, op, deadline);
+		if (op > 0 && t->rc[op - 1] == LIBSSH2_ERROR_EAGAIN)
+			t->pipelined = true;
+		rc = sc_tail_send(c, t, op, deadline);
 	}
-	for (op = 0; op < nops && rc == 0; op++) {
-		if (sc_tail_broke(&t, op))
+	if (rc < 0)
+		c->dead = true;
+	return rc;
+}
+
+/*
+ * After a failed write: collect the replies of tail requests already sent,
+ * which would otherwise be handed to the next call of their kind.
+ */
+static void sc_tail_drain(struct sftp_conn *c, struct sc_tail *t)
+{
+	int64_t deadline = now_ms() + (int64_t)stall_ms(c);
+
+	if (t->started && !c->dead)
+		log_debug("%s: sftp: collecting the replies to fstat/setstat "
+			  "of '%s' sent before its write failed",
+			  c->dest->name, t->rpath);
+	for (int op = 0; op < t->nops && !c->dead; op++)
+		if (t->called[op] && !sc_tail_broke(t, op) &&
+		    sc_tail_finish(c, t, op, deadline) < 0)
+			c->dead = true;
+}
+
+static int sc_put_tail(struct sftp_conn *c, struct sc_tail *t,
+		       const char *path, uint64_t *rsize,
+		       struct spoolfs_error *err)
+{
+	int64_t deadline = now_ms() + (int64_t)stall_ms(c);
+	const LIBSSH2_SFTP_ATTRIBUTES *a = &t->attrs[TAIL_FSTAT];
+	char what[SPOOLFS_ERRMSG_MAX];
+	int op, rc;
+
+	t->with_write = t->started;
+	rc = sc_tail_start(c, t, deadline);
+	for (op = 0; op < t->nops && rc == 0; op++) {
+		if (sc_tail_broke(t, op))
 			break;
-		rc = sc_tail_finish(c, &t, op, deadline);
+		rc = sc_tail_finish(c, t, op, deadline);
 	}
-	for (op = 0; op < nops; op++) {
+	for (op = 0; op < t->nops; op++) {
 		if (op == TAIL_FSTAT)
 			snprintf(what, sizeof(what),
 				 "cannot check the size of '%s' on %s after "
-				 "writing it", rpath, c->where);
+				 "writing it", t->rpath, c->where);
 		else
 			snprintf(what, sizeof(what),
-				 "cannot set mtime of '%s' on %s", rpath,
+				 "cannot set mtime of '%s' on %s", t->rpath,
 				 c->where);
-		if (t.rc[op] == LIBSSH2_ERROR_SFTP_PROTOCOL)
-			return sc_fail_msg(c, err, t.status[op], what);
-		if (t.rc[op] == LIBSSH2_ERROR_EAGAIN)
+		if (t->rc[op] == LIBSSH2_ERROR_SFTP_PROTOCOL)
+			return sc_fail_msg(c, err, t->status[op], what);
+		if (t->rc[op] == LIBSSH2_ERROR_EAGAIN)
 			/* never answered: timed out */
 			return sc_fail(c, err, rc < 0 ? rc : SC_TIMEDOUT,
 				       false, "%s", what);
-		if (t.rc[op] < 0)
-			return sc_fail(c, err, t.rc[op], false, "%s", what);
+		if (t->rc[op] < 0)
+			return sc_fail(c, err, t->rc[op], false, "%s", what);
 	}
 	*rsize = (a->flags & LIBSSH2_SFTP_ATTR_SIZE) ? a->filesize : 0;
-	log_debug("%s: sftp: '%s' holds %llu bytes on the server%s (%s)",
+	log_debug("%s: sftp: '%s' holds %llu bytes on the server%s (%s%s)",
 		  c->dest->name, path, (unsigned long long)*rsize,
-		  nops > 1 ? ", mtime set" : "",
-		  nops == 1 ? "fstat"
-		  : pipelined ? "fstat and setstat in one round trip"
-			      : "fstat, then setstat");
+		  t->nops > 1 ? ", mtime set" : "",
+		  t->nops == 1 ? "fstat"
+		  : t->pipelined ? "fstat and setstat in one round trip"
+				 : "fstat, then setstat",
+		  t->with_write ? ", sent with the last write" : "");
 	return 0;
 }
 
@@ -2162,7 +2240,7 @@ static void *split_upper(void *arg)
 	if (!fh)
 		goto out;
 	h->rc = sc_write_all(c, fh, h->fd, h->path, h->rpath, h->from, h->to,
-			     split_progress, h, &h->err);
+			     split_progress, h, NULL, &h->err);
 	rc = sc_drop_handle(c, fh);
 	if (h->rc == 0 && rc < 0)
 		h->rc = sc_fail(c, &h->err, rc, false,
@@ -2205,7 +2283,7 @@ static int sc_write_split(struct sftp_conn *c, LIBSSH2_SFTP_HANDLE *h,
 			  int fd, const char *path, const char *rpath,
 			  uint64_t offset, uint64_t size,
 			  spoolfs_progress_fn progress, void *arg,
-			  struct spoolfs_error *err)
+			  struct sc_tail *tail, struct spoolfs_error *err)
 {
 	struct split sp = { .progress = progress, .arg = arg, .base = offset };
 	struct split_half lo, hi;
@@ -2218,7 +2296,7 @@ static int sc_write_split(struct sftp_conn *c, LIBSSH2_SFTP_HANDLE *h,
 		aux = sc_aux(c);
 	if (!aux)
 		return sc_write_all(c, h, fd, path, rpath, offset, size,
-				    progress, arg, err);
+				    progress, arg, tail, err);
 	/* halves in whole MiB, the upper one no bigger */
 	mid = offset + ((size - offset + (1u << 20)) / 2 & ~((1ull << 20) - 1));
 	log_debug("%s: sftp: '%s' bytes %llu..%llu here, %llu..%llu over a "
@@ -2238,10 +2316,10 @@ static int sc_write_split(struct sftp_conn *c, LIBSSH2_SFTP_HANDLE *h,
 	if (pthread_create(&t, NULL, split_upper, &hi) != 0) {
 		pthread_mutex_destroy(&sp.mu);
 		return sc_write_all(c, h, fd, path, rpath, offset, size,
-				    progress, arg, err);
+				    progress, arg, tail, err);
 	}
 	rc = sc_write_all(c, h, fd, path, rpath, offset, mid, split_progress,
-			  &lo, err);
+			  &lo, NULL, err);
 	if (rc < 0)
 		split_failed(&sp);
 	pthread_join(t, NULL);
@@ -2266,6 +2344,7 @@ static int sc_upload(struct sftp_conn *c, const char *path, int fd,
 		     struct spoolfs_error *err)
 {
 	LIBSSH2_SFTP_HANDLE *h;
+	struct sc_tail tail;
 	char *rpath;
 	int rc, ret = -1;
 
@@ -2277,10 +2356,13 @@ static int sc_upload(struct sftp_conn *c, const char *path, int fd,
 	h = sc_open_write(c, rpath, offset, err);
 	if (!h)
 		goto out;
+	sc_tail_init(&tail, h, rpath, mtime);
 	if (sc_write_split(c, h, fd, path, rpath, offset, size, progress, arg,
-			   err) < 0)
+			   rsize ? &tail : NULL, err) < 0) {
+		sc_tail_drain(c, &tail);
 		goto out_close;
-	if (rsize && sc_put_tail(c, h, path, rpath, mtime, rsize, err) < 0)
+	}
+	if (rsize && sc_put_tail(c, &tail, path, rsize, err) < 0)
 		goto out_close;
 	rc = sc_drop_handle(c, h);
 	if (rc < 0) {

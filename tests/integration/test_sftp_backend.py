@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from spoolfs_harness import TEMP_RE, child_env, need_root, unavailable
+from spoolfs_harness import (TEMP_RE, child_env, need_root, pseudo_random,
+                             run, scaled, unavailable, wait_until,
+                             write_file)
 from sshd_server import SSHD, TEST_USER, SshServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -588,13 +590,14 @@ def test_upload_is_open_write_fstat_setstat_close_rename(logged_sshd, sfs,
                                                          tmp_path):
     """One file through the mount costs the server OPEN, WRITE, FSTAT (the
     size check), SETSTAT (the mtime), CLOSE and RENAME: no STAT by path after
-    the CLOSE.  -d says whether FSTAT and SETSTAT went out together.  That
-    depends on timing: libssh2 cannot send a request without also trying to
-    read its reply, and when the FSTAT's reply is already there (a fast
-    loopback, or a daemon thread descheduled in between) the SETSTAT follows
-    it.  The server here answers 30 ms late, as over a network; still, the
-    order is asserted for each of three files and one round trip for at
-    least one of them."""
+    the CLOSE.  -d says whether FSTAT and SETSTAT went out together, and
+    whether they went out with the last WRITE (before its acknowledgement
+    came back: one round trip for all three).  That depends on timing:
+    libssh2 cannot send a request without also trying to read its reply,
+    and when the reply is already there (a fast loopback, or a daemon thread
+    descheduled in between) the next request follows it.  The server here
+    answers 30 ms late, as over a network; still, the order is asserted for
+    each of three files and the one round trip for at least one of them."""
     srv, when = logged_sshd, 1_400_000_000
     src = tmp_path / "one.txt"
     src.write_bytes(b"one file, few round trips\n" * 40)
@@ -628,6 +631,67 @@ def test_upload_is_open_write_fstat_setstat_close_rename(logged_sshd, sfs,
     tails = re.findall(r"box: sftp: '[abc]/" + TEMP_RE + r"' holds 1040 "
                        r"bytes on the server, mtime set \((.*)\)", sfs.log())
     assert len(tails) == len(dirs), sfs.log_tail()
-    assert set(tails) <= {"fstat and setstat in one round trip",
-                          "fstat, then setstat"}, tails
-    assert "fstat and setstat in one round trip" in tails, sfs.log_tail()
+    assert set(tails) <= {
+        f"fstat{how}{sent}"
+        for how in (" and setstat in one round trip", ", then setstat")
+        for sent in ("", ", sent with the last write")}, tails
+    assert ("fstat and setstat in one round trip, sent with the last write"
+            in tails), sfs.log_tail()
+
+
+def test_server_disk_full_then_the_next_file_and_mv_out_of_failed(logged_sshd, sfs):
+    """The server's disk fills up during a write (a 256 KiB tmpfs): the
+    file lands in .failed/ whole, with an error that says what the server
+    said, and its partial temp is removed; the FSTAT and SETSTAT that went
+    out with the last WRITE are collected (-d says so), and the next file
+    arrives byte-exact with its mtime; once there is space, `mv` out of
+    .failed/ uploads the first one.  The server answers 30 ms late, so the
+    last WRITE is out before any reply is back, deterministically."""
+    need_root()
+    sshd = logged_sshd
+    tiny = sshd.root / "tiny"
+    tiny.mkdir()
+    run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(tiny)])
+    try:
+        sfs.add_dest("box", url=sshd.url(str(tiny)),
+                     identity=sshd.client_key, known_hosts=sshd.known_hosts,
+                     stall_timeout="10s", connect_timeout="10s",
+                     connections=1, retries=1, backoff="50ms..200ms")
+        sfs.allow_log(r"box: upload of 'big\.bin' to sftp://.* failed: "
+                      r"cannot write .*: failure reported by the server")
+        sfs.mount("-d", env=child_env())
+        big = pseudo_random(1_000_000, 21)        # one window: tail pipelined
+        write_file(sfs.m("box", "big.bin"), big)
+        f = sfs.m("box", ".failed/big.bin")
+        wait_until(lambda: "big.bin" in sfs.failed("box"), scaled(30),
+                   "big.bin to land in box/.failed/")
+        err = sfs.xattr(f, "error")
+        assert err.startswith("box: upload of 'big.bin' to sftp://"), err
+        assert "cannot write" in err and "disk full" in err, err
+        assert sfs.xattr(f, "attempts") == "2"     # 1 + retries
+        assert f.read_bytes() == big
+
+        when = 1_500_000_000
+        small = sfs.src / "small.txt"
+        small.write_bytes(b"after the disk filled up\n" * 100)
+        os.utime(small, (when, when))
+        dst = sfs.m("box", "small.txt")
+        run(["cp", "--preserve=timestamps", small, dst])
+        sfs.wait_uploaded(dst, timeout=30)
+        assert (tiny / "small.txt").read_bytes() == small.read_bytes()
+        assert int((tiny / "small.txt").stat().st_mtime) == when
+        assert re.search(r"box: sftp: collecting the replies to "
+                         r"fstat/setstat of '.*/tiny/" + TEMP_RE + "' sent "
+                         r"before its write failed", sfs.log()), sfs.log_tail()
+
+        run(["mount", "-o", "remount,size=4m", str(tiny)])
+        back = sfs.m("box", "big.bin")
+        run(["mv", f, back])
+        sfs.wait_uploaded(back, timeout=30)
+        assert (tiny / "big.bin").read_bytes() == big
+        assert sorted(p.name for p in tiny.iterdir()) == ["big.bin",
+                                                          "small.txt"]
+        assert sfs.failed("box") == []
+    finally:
+        sfs.unmount()
+        subprocess.run(["umount", "-l", str(tiny)], check=False)
