@@ -60,6 +60,7 @@ struct job {
 	uint64_t gen;
 	uint64_t size;
 	int64_t mtime;
+	int64_t rmtime;		/* meta: the mtime the copy was given */
 	char *relpath;		/* at claim time */
 	char *rtmp;		/* upload: the temp name; meta/trash: to remove */
 	bool resume;		/* upload: rtmp may hold a partial upload */
@@ -250,6 +251,16 @@ static bool volume_blocked_locked(const struct spool_node *n)
 	return false;
 }
 
+/* Whether a worker of D is renaming a copy away from PATH right now. */
+static bool renaming_from_locked(const struct spool_dest *d, const char *path)
+{
+	for (int i = 0; i < d->nworkers; i++)
+		if (d->workers[i].source &&
+		    strcmp(d->workers[i].source, path) == 0)
+			return true;
+	return false;
+}
+
 static struct spool_node *pick_locked(struct spool_dest *d, int64_t now,
 				      int64_t *next_ready)
 {
@@ -262,6 +273,11 @@ static struct spool_node *pick_locked(struct spool_dest *d, int64_t now,
 		}
 		/* still open for writing: not complete yet (see OPEN FILES) */
 		if (n->busy || (n->writers > 0 && n->area != SPOOL_AREA_TRASH))
+			continue;
+		/* the removal of a copy a rename is carrying away: it
+		 * follows the copy when the rename is done (finish_locked()) */
+		if (n->area == SPOOL_AREA_TRASH && has_remote_copy(n, d) &&
+		    renaming_from_locked(d, n->rpath))
 			continue;
 		/* volume order is upload order; a rename waits for none */
 		if (!(has_remote_copy(n, d) && n->rgen == n->gen) &&
@@ -545,6 +561,7 @@ static int claim_locked(struct job *job, struct spool_dest *d,
 	} else if (n->rdest == d && n->rgen == n->gen && n->rpath) {
 		job->kind = JOB_META;
 		job->rpath = strdup(n->rpath);
+		job->rmtime = n->rmtime;
 	} else {
 		/* resume a partial temp of this content, or start a new one
 		 * (recorded by record_tmp() once connected) */
@@ -990,6 +1007,28 @@ out:
 	return rc;
 }
 
+/*
+ * Whether JOB's copy is at TO already although its rename from job->rpath
+ * failed for want of the source: the daemon can stop (kill -9, a power
+ * cut) between a rename on the server and the journal's record of it, and
+ * the next mount asks for the same rename again.  It counts as done when
+ * TO holds the copy's size and one of the two mtimes it can have (the
+ * upload's, or this job's, set just after the rename); anything else stays
+ * the error it was.
+ */
+static bool moved_already(struct spoolfs_conn *conn, const struct job *job,
+			  const char *to)
+{
+	struct spoolfs_rstat st;
+	struct spoolfs_error ignored;
+
+	spoolfs_error_clear(&ignored);
+	if (spoolfs_conn_stat(conn, to, &st, &ignored) < 0 || st.is_dir ||
+	    st.size != job->size || st.mtime < 0)
+		return false;
+	return st.mtime == job->rmtime || st.mtime == job->mtime;
+}
+
 static int run_meta(struct job *job, struct spoolfs_conn *conn,
 		    char **final, struct spoolfs_error *err)
 {
@@ -1039,8 +1078,15 @@ static int run_meta(struct job *job, struct spoolfs_conn *conn,
 		return spoolfs_error_set(err, SPOOLFS_E_CANCELLED, "waiting");
 	}
 	if (move) {
-		if (rename_mkdirs(conn, job->rpath, *final, err) < 0)
-			return -1;
+		if (rename_mkdirs(conn, job->rpath, *final, err) < 0) {
+			if (err->code != SPOOLFS_E_NOTFOUND ||
+			    !moved_already(conn, job, *final))
+				return -1;
+			log_info("%s: '%s' was renamed to '%s' on the server "
+				 "before the daemon stopped", job->d->conf->name,
+				 job->rpath, *final);
+			spoolfs_error_clear(err);
+		}
 		/* done on the server, whatever the mtime does */
 		job->moved = strdup(*final);
 		if (!job->moved)
@@ -1258,6 +1304,39 @@ static void finish_error_locked(struct job *job, struct spoolfs_error *err,
 	node_save_locked(sp, n);
 }
 
+/*
+ * JOB moved N's copy on the server (to job->moved: its name, or aside)
+ * while N let go of that copy (rewritten after a rename, so the copy is
+ * stale: node_stale_copy_locked()).  The removal queued then for the name
+ * the copy had (job->rpath) waits for this job and would find nothing
+ * there: it follows the copy instead.  Without such a removal the copy
+ * was meant to stay where it is, and stays where it went.
+ */
+static void trash_follows_copy_locked(struct job *job)
+{
+	struct spool_dest *d = job->d;
+	struct spool_node *t;
+
+	if (d->nq_remote == 0)
+		return;
+	for (t = d->qr_tab[spool_str_hash(job->rpath) & (d->qr_size - 1)]; t;
+	     t = t->qr_next)
+		if (t->area == SPOOL_AREA_TRASH && has_remote_copy(t, d) &&
+		    strcmp(t->rpath, job->rpath) == 0)
+			break;
+	if (!t)
+		return;
+	log_debug("%s: the stale copy at '%s' went to '%s' on the server: "
+		  "its removal follows it", d->conf->name, job->rpath,
+		  job->moved);
+	queue_remove_locked(t);		/* indexed by rpath */
+	free(t->rpath);
+	t->rpath = job->moved;
+	job->moved = NULL;
+	node_save_locked(job->sp, t);
+	node_requeue_locked(job->sp, t);
+}
+
 static void finish_locked(struct job *job, int rc, char *final,
 			  struct spoolfs_error *err, unsigned int *seed)
 {
@@ -1272,6 +1351,8 @@ static void finish_locked(struct job *job, int rc, char *final,
 		free(n->rpath);
 		n->rpath = job->moved;
 		job->moved = NULL;
+	} else if (job->moved) {
+		trash_follows_copy_locked(job);
 	}
 	if (job->blocked_until && n->ready_at < job->blocked_until)
 		n->ready_at = job->blocked_until;

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -418,6 +419,125 @@ static void test_rename_and_rewrite_mid_upload(void)
 	fixture_close(&f);
 }
 
+static size_t trash_entries(struct spool *sp)
+{
+	size_t n;
+
+	pthread_mutex_lock(&sp->lock);
+	n = sp->trash->nkids;
+	pthread_mutex_unlock(&sp->lock);
+	return n;
+}
+
+/* Poll until the trash area is empty; false after 10 s. */
+static bool wait_trash_empty(struct spool *sp)
+{
+	for (int i = 0; i < 2000 && trash_entries(sp) > 0; i++)
+		usleep(5000);
+	return trash_entries(sp) == 0;
+}
+
+/* Regular files under DIR, as "a b c" (find's order sorted). */
+static const char *files_under(const char *dir)
+{
+	static char out[1024];
+	char cmd[PATH_MAX + 128];
+	size_t n;
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "cd '%s' && find . -type f | cut -c3- | "
+		 "sort | tr '\\n' ' '", dir);
+	p = popen(cmd, "r");
+	n = p ? fread(out, 1, sizeof(out) - 1, p) : 0;
+	if (p)
+		pclose(p);
+	out[n] = '\0';
+	return out;
+}
+
+/*
+ * f uploaded; mv f g, and while the server renames f to g, mv g h and
+ * rewrite h.  The copy the rename carries to g is stale: its removal
+ * must follow it there (it used to stay at g for good, found by the kill
+ * -9 torture test), whichever worker is free first.
+ */
+static void test_rewrite_while_the_copy_is_renamed(void)
+{
+	struct fixture f;
+	unsigned renames;
+
+	fixture_init(&f, "follow", 1);
+	CHECK(fixture_open(&f, true) == 0);
+	CHECK_EQ_INT(put_file(f.sp, "/a/f", "old", 3), 0);
+	CHECK(wait_state(f.sp, "/a/f", "uploaded"));
+	/* the rename on the server takes 300 ms; a removal free to start
+	 * at once would run after it */
+	renames = spoolfs_faulty_calls(SPOOLFS_FAULTY_RENAME);
+	spoolfs_faulty_delay(SPOOLFS_FAULTY_RENAME, 300);
+	spoolfs_faulty_delay(SPOOLFS_FAULTY_REMOVE, 600);
+	CHECK_EQ_INT(spool_rename(f.sp, "/a/f", "/a/g", 0), 0);
+	for (int i = 0; i < 2000 &&
+	     spoolfs_faulty_calls(SPOOLFS_FAULTY_RENAME) == renames; i++)
+		usleep(1000);
+	CHECK(spoolfs_faulty_calls(SPOOLFS_FAULTY_RENAME) == renames + 1);
+	CHECK_EQ_INT(spool_rename(f.sp, "/a/g", "/a/h", 0), 0);
+	CHECK_EQ_INT(put_file(f.sp, "/a/h", "new!", 4), 0);
+	CHECK(wait_state(f.sp, "/a/h", "uploaded"));
+	CHECK(wait_trash_empty(f.sp));
+	CHECK(file_has(f.root[0], "h", "new!", 4));
+	CHECK_EQ_STR(files_under(f.root[0]), "h ");
+	fixture_close(&f);
+}
+
+/*
+ * The daemon stopped between a rename on the server and the journal's
+ * record of it: the next mount asks the server for the same rename, whose
+ * source is gone.  The copy is found at the new name (its size and mtime)
+ * and the rename counts as done; before, it gave up ("the file stays at
+ * 'f'") and a later rename or read of the file failed the same way.
+ */
+static void test_rename_done_just_before_a_crash(void)
+{
+	struct fixture f;
+	char from[PATH_MAX * 2], to[PATH_MAX * 2];
+	const char *err;
+
+	fixture_init(&f, "renamed", 1);
+	CHECK(fixture_open(&f, true) == 0);
+	CHECK_EQ_INT(put_file(f.sp, "/a/f", "content", 7), 0);
+	CHECK(wait_state(f.sp, "/a/f", "uploaded"));
+	spool_close(f.sp);
+	f.sp = NULL;
+	CHECK(fixture_open(&f, false) == 0);	/* no workers: it stays queued */
+	CHECK_EQ_INT(spool_mkdir(f.sp, "/a/d", 0755, 0, 0), 0);
+	CHECK_EQ_INT(spool_rename(f.sp, "/a/f", "/a/d/g", 0), 0);
+	spool_close(f.sp);			/* the "crash" */
+	f.sp = NULL;
+	/* ...just after the server did the rename */
+	snprintf(from, sizeof(from), "%s/f", f.root[0]);
+	snprintf(to, sizeof(to), "%s/d", f.root[0]);
+	CHECK(mkdir(to, 0755) == 0);
+	snprintf(to, sizeof(to), "%s/d/g", f.root[0]);
+	CHECK(rename(from, to) == 0);
+
+	CHECK(fixture_open(&f, true) == 0);
+	for (int i = 0; i < 2000 &&
+	     spoolfs_faulty_calls(SPOOLFS_FAULTY_STAT) == 0; i++)
+		usleep(5000);
+	CHECK(wait_state(f.sp, "/a/d/g", "uploaded"));
+	err = xattr(f.sp, "/a/d/g", "user.spoolfs.error");
+	CHECK(err && strcmp(err, "") == 0);
+	/* the journal follows the copy: a further rename works */
+	CHECK_EQ_INT(spool_rename(f.sp, "/a/d/g", "/a/h", 0), 0);
+	for (int i = 0; i < 2000 && !exists(f.root[0], "h"); i++)
+		usleep(5000);
+	CHECK(file_has(f.root[0], "h", "content", 7));
+	CHECK(!exists(f.root[0], "d/g"));
+	err = xattr(f.sp, "/a/h", "user.spoolfs.error");
+	CHECK(err && strcmp(err, "") == 0);
+	fixture_close(&f);
+}
+
 static void test_crash_recovery(void)
 {
 	struct fixture f;
@@ -560,6 +680,8 @@ int main(void)
 	test_leftover_temp_removed_after_failures();
 	test_rename_and_rewrite_mid_upload();
 	test_crash_recovery();
+	test_rewrite_while_the_copy_is_renamed();
+	test_rename_done_just_before_a_crash();
 	test_quota();
 	test_volume_order();
 	{
