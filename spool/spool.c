@@ -2679,6 +2679,18 @@ static int recover(struct spool *sp, struct loader *ld, char *errbuf,
 				UNCHARGE(sp, n);
 				n->size = (uint64_t)st.st_size;
 				CHARGE(sp, n);
+			} else if (n->has_data && errno == ENOENT) {
+				/* stopped between the row and its data file:
+				 * create() never returned; empty, not lost */
+				int fd = spool_data_open(sp, n->id,
+							 O_RDWR | O_CREAT);
+
+				UNCHARGE(sp, n);
+				n->size = 0;
+				n->has_data = fd >= 0;
+				CHARGE(sp, n);
+				if (fd >= 0)
+					close(fd);
 			}
 			incomplete++;
 			log_warn("%s: '%s' was still being written when the "
