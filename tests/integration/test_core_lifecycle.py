@@ -528,3 +528,33 @@ def test_multi_volume_sets_upload_in_volume_order(sfs):
         assert got == vols, f"{kind} volumes uploaded as {got}, expected {vols}" \
             f"\nfull order: {order}"
     assert_same_files(sfs.src / "rel", dest / "rel")
+
+
+@pytest.mark.parametrize("first_on_server", [False, True])
+def test_directory_renamed_then_file_rewritten_leaves_no_old_copy(sfs, first_on_server):
+    """mv d m (the server renames d/f to m/f, or not yet), mv m n, then
+    n/f rewritten before the one busy connection got to rename the copy:
+    the server ends with the new content at n/f and nothing else (found
+    by the kill -9 torture test: the old copy stayed at m/f)."""
+    dest = sfs.add_dest("local", max_rate="200K", connections=1)
+    sfs.mount()
+    f = sfs.m("local", "d/f")
+    f.parent.mkdir()
+    v1, v2 = pseudo_random(20_000, 27), pseudo_random(15_000, 28)
+    f.write_bytes(v1)
+    sfs.wait_uploaded(f)
+    if first_on_server:
+        os.rename(sfs.m("local", "d"), sfs.m("local", "m"))
+        wait_until(lambda: (dest / "m/f").exists(), 20,
+                   "the server rename of d/f to m/f", state=lambda: sfs.describe())
+    big = sfs.m("local", "big")
+    big.write_bytes(pseudo_random(1_000_000, 29))
+    sfs.wait_state(big, "uploading")
+    os.rename(sfs.m("local", "m" if first_on_server else "d"), sfs.m("local", "n"))
+    sfs.m("local", "n/f").write_bytes(v2)
+    sfs.wait_uploaded(sfs.m("local", "n/f"), big)
+    sfs.wait_trash_empty()
+    wait_until(lambda: dest_files(dest) == ["big", "n/f"], 20,
+               "only the new copy at n/f", state=lambda: sfs.describe()
+               + f"\n  server: {dest_files(dest)}")
+    assert (dest / "n/f").read_bytes() == v2
