@@ -244,16 +244,21 @@ def test_kill9_at_random_moments_loses_nothing_acknowledged(sshd, sfs, seed):
     fresh = None
     fresh_log: list = []
     box = sfs.m("box")
+
+    def after_remount(when: str):
+        """How the kill left what was under way, and the fresh file."""
+        for op in pending:
+            e = resolve(op, box, model, leftovers)
+            if e:
+                problems.append(f"{when}: {e}")
+        fresh_in_failed(fresh, box, model, leftovers)
+
     for rnd_i in range(8):
         if rnd_i == 0:
             sfs.mount(env=child_env())
         else:
             sfs.remount(env=child_env())
-        for op in pending:
-            e = resolve(op, box, model, leftovers)
-            if e:
-                problems.append(f"round {rnd_i}: {e}")
-        fresh_in_failed(fresh, box, model, leftovers)
+        after_remount(f"round {rnd_i}")
         w = Writer(str(box), model, rnd, serial, rnd_i)
         w.start()
         if rnd.random() < 0.5:              # the server dies too, and comes back
@@ -276,11 +281,7 @@ def test_kill9_at_random_moments_loses_nothing_acknowledged(sshd, sfs, seed):
     # last mount: no rate limit, everything goes out
     sfs.dests["box"]["max_rate"] = "0"
     sfs.remount(env=child_env())
-    for op in pending:
-        e = resolve(op, box, model, leftovers)
-        if e:
-            problems.append(f"last mount: {e}")
-    fresh_in_failed(fresh, box, model, leftovers)
+    after_remount("last mount")
     wait_until(lambda: not sfs.pending("box"), scaled(180),
                "every queued file to leave .pending",
                state=lambda: sfs.describe())
