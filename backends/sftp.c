@@ -898,6 +898,22 @@ out:
 	return ok;
 }
 
+/*
+ * Whether the server has closed the connection: libssh2 1.10 reports a
+ * connection lost while it waits for an authentication reply (a server
+ * restarting, or OpenSSH's MaxStartups dropping it) as a failed
+ * authentication, which must not send a file to .failed/ at once.  A
+ * server that refused our key keeps the connection open for another try.
+ */
+static bool peer_closed(int sock)
+{
+	char b;
+	ssize_t n = recv(sock, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+
+	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+			  errno != EINTR);
+}
+
 /* Returns 0 when authenticated, -1 with *err set otherwise. */
 static int authenticate(struct sftp_conn *c, int64_t deadline,
 			struct spoolfs_error *err)
@@ -982,7 +998,12 @@ static int authenticate(struct sftp_conn *c, int64_t deadline,
 		if (rc != LIBSSH2_ERROR_AUTHENTICATION_FAILED)
 			goto fail_session;
 	}
-	if (!*tried)
+	if (peer_closed(c->sock)) {
+		c->dead = true;
+		spoolfs_error_set(err, SPOOLFS_E_RESET,
+			"%s closed the connection during authentication",
+			c->where);
+	} else if (!*tried)
 		spoolfs_error_set(err, SPOOLFS_E_AUTH,
 			"authentication failed for user '%s' on %s: nothing to "
 			"try (the server accepts: %s; set identity, ssh_agent "
