@@ -1,7 +1,7 @@
 """kill -9 of the daemon at random moments while a writer creates, rewrites,
-renames and removes files and whole directories in an sftp:// destination
-(delete_remote = yes), against a real OpenSSH sshd that is itself killed
-and restarted in half the rounds.
+renames and removes files and whole directories in an sftp:// or ftps://
+destination (delete_remote = yes), against a real OpenSSH sshd or vsftpd
+that is itself killed and restarted in half the rounds.
 
 After every round the daemon is killed, the dead mount cleaned up and the
 spool mounted again; the writer goes on.  The operation under way at each
@@ -32,19 +32,51 @@ import pytest
 from spoolfs_harness import SpoolfsEnv as EnvBase
 from spoolfs_harness import (child_env, pseudo_random, scaled, stray_names,
                              unavailable, wait_until)
+from ftp_server import FtpServer, have_vsftpd
 from sshd_server import SSHD, SshServer
 
 INCOMPLETE_LOG = r"incomplete|not closed|still being written"
 HISTORY: dict[str, str] = {}     # content hash -> which write made it
 
 
-@pytest.fixture
-def sshd():
-    if not os.access(SSHD, os.X_OK):
-        unavailable("no /usr/sbin/sshd (apt-get install openssh-server)",
-                    "SPOOLFS_REQUIRE_SFTP")
-    srv = SshServer().start()
-    yield srv
+class Server:
+    """What the test needs of a server: where its files land, how to kill
+    and restart it, and the [dest] keys that reach it."""
+
+    def __init__(self, srv, root: Path, keys: dict):
+        self.srv, self.root, self.keys = srv, Path(root), keys
+
+    def kill(self):
+        self.srv.kill()
+
+    def start(self):
+        self.srv.start()
+
+
+@pytest.fixture(params=["sftp", "ftps"])
+def server(request, tmp_path):
+    """OpenSSH sshd (key login) or vsftpd with explicit FTPS
+    (require_ssl_reuse, a self-signed certificate given as tls_ca)."""
+    if request.param == "sftp":
+        if not os.access(SSHD, os.X_OK):
+            unavailable("no /usr/sbin/sshd (apt-get install openssh-server)",
+                        "SPOOLFS_REQUIRE_SFTP")
+        srv = SshServer().start()
+        yield Server(srv, srv.root, {"url": srv.url(),
+                                     "identity": srv.client_key,
+                                     "known_hosts": srv.known_hosts})
+    else:
+        if os.geteuid() != 0 or not have_vsftpd():
+            unavailable("vsftpd logins need root and /usr/sbin/vsftpd",
+                        "SPOOLFS_REQUIRE_FTP")
+        srv = FtpServer("explicit").start()
+        pw = tmp_path / "ftp.pass"
+        pw.write_text(srv.password + "\n")
+        os.chmod(pw, 0o600)
+        yield Server(srv, srv.entry_dir(),
+                     {"url": srv.url(), "user": srv.user,
+                      "password_file": pw, "tls_mode": "explicit",
+                      "tls_ca": srv.cert})
     srv.close()
 
 
@@ -227,10 +259,9 @@ def fresh_in_failed(fresh, box: Path, model: dict, leftovers: set):
 
 @pytest.mark.allow_log(INCOMPLETE_LOG, r"connect|refused|reset|closed")
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_kill9_at_random_moments_loses_nothing_acknowledged(sshd, sfs, seed):
+def test_kill9_at_random_moments_loses_nothing_acknowledged(server, sfs, seed):
     rnd = random.Random(seed)
-    sfs.add_dest("box", url=sshd.url(), identity=sshd.client_key,
-                 known_hosts=sshd.known_hosts, connections=2,
+    sfs.add_dest("box", **server.keys, connections=2,
                  max_rate="20M", retries=50, backoff="100ms..1s",
                  delete_remote="yes",
                  stall_timeout="10s", connect_timeout="10s")
@@ -263,9 +294,9 @@ def test_kill9_at_random_moments_loses_nothing_acknowledged(sshd, sfs, seed):
         w.start()
         if rnd.random() < 0.5:              # the server dies too, and comes back
             time.sleep(rnd.uniform(0.1, 1.0))
-            sshd.kill()
+            server.kill()
             time.sleep(rnd.uniform(0.1, 0.8))
-            sshd.start()
+            server.start()
         time.sleep(rnd.uniform(0.3, 2.0))
         sfs.kill9()
         w.join(timeout=scaled(30))
@@ -288,7 +319,7 @@ def test_kill9_at_random_moments_loses_nothing_acknowledged(sshd, sfs, seed):
     sfs.wait_trash_empty(timeout=scaled(60))
 
     for name, data in sorted(model.items()):
-        p = sshd.root / name
+        p = server.root / name
         if not p.exists():
             problems.append(f"{name}: acknowledged, not on the server; "
                             f"{sfs.describe([box / name])}")
@@ -296,8 +327,8 @@ def test_kill9_at_random_moments_loses_nothing_acknowledged(sshd, sfs, seed):
             got = p.read_bytes()
             problems.append(f"{name}: the server has {len(got)} bytes {h(got)}, "
                             f"close() acknowledged {len(data)} bytes {h(data)}")
-    for p in sorted(sshd.root.rglob("*")):
-        rel = str(p.relative_to(sshd.root))
+    for p in sorted(server.root.rglob("*")):
+        rel = str(p.relative_to(server.root))
         if not p.is_file() or rel in model:
             continue
         if p.read_bytes() in leftovers:
@@ -306,5 +337,5 @@ def test_kill9_at_random_moments_loses_nothing_acknowledged(sshd, sfs, seed):
         made = HISTORY.get(h(p.read_bytes()), "no write of the test's")
         problems.append(f"{rel}: on the server, {why}; its content is from "
                         f"the write of {made}; fresh at each kill: {fresh_log}")
-    assert stray_names(sshd.root) == []
+    assert stray_names(server.root) == []
     assert not problems, "\n".join(problems) + "\n" + sfs.log_tail(80)
