@@ -300,6 +300,37 @@ def test_wrong_key_fails_at_once(sshd, sfs):
     assert server_entries(sshd) == []
 
 
+def test_connection_closed_during_login_is_retried(servers, sfs):
+    """The server's process for our connection dies while it checks our
+    key (its AuthorizedKeysCommand kills it, the first time only).
+    libssh2 1.10 reports that as a failed login; spoolfs must see the
+    closed connection, retry, and upload, not fail the file for good as a
+    refused key (before, k.bin went to .failed/ with 'authentication
+    failed ... (tried: publickey)')."""
+    if os.geteuid() != 0:
+        unavailable("AuthorizedKeysCommandUser root needs root",
+                    "SPOOLFS_REQUIRE_SFTP")
+    mark = sfs.root / "login-killed-once"
+    srv = servers()
+    srv.reconfigure(extra_config="\n".join([
+        "AuthorizedKeysFile none",
+        f'AuthorizedKeysCommand /bin/sh -c "if [ -e {mark} ]; then '
+        f'cat {srv.authorized_keys}; exit 0; fi; touch {mark}; '
+        f'kill -9 $PPID"',
+        "AuthorizedKeysCommandUser root"]))
+    add_box(sfs, srv, retries=3, backoff="100ms..200ms")
+    sfs.allow_log(r"closed the connection during authentication")
+    mount(sfs)
+    p = sfs.m("box", "k.bin")
+    write_file(p, b"login interrupted once")
+    sfs.wait_uploaded(p, timeout=30)
+    assert mark.exists(), "premise: the server's login process was killed"
+    assert (srv.root / "k.bin").read_bytes() == b"login interrupted once"
+    assert sfs.xattr(p, "attempts") == "2"
+    assert "closed the connection during authentication" in sfs.log()
+    assert sfs.failed("box") == []
+
+
 # ------------------------------------------------------------ 5. resume
 
 def test_server_killed_mid_upload_resumes(sshd, sfs):
