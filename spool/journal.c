@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 struct spool_journal {
 	sqlite3 *db;
@@ -63,7 +63,8 @@ static const char schema[] =
 	" rtmp TEXT,"
 	" tmp_dest TEXT,"
 	" tmp_gen INTEGER NOT NULL,"
-	" open INTEGER NOT NULL);"
+	" open INTEGER NOT NULL,"
+	" mv_to TEXT);"
 	"CREATE TABLE IF NOT EXISTS events ("
 	" id INTEGER PRIMARY KEY,"
 	" time_ms INTEGER NOT NULL,"
@@ -76,7 +77,8 @@ static const char schema[] =
 
 #define COLS "id, parent, dest, area, name, is_dir, state, size, mtime_ns, " \
 	"ctime_ns, mode, uid, gid, attempts, error, ready_at, gen, has_data, " \
-	"target, rdest, rpath, rgen, rmtime, rtmp, tmp_dest, tmp_gen, open"
+	"target, rdest, rpath, rgen, rmtime, rtmp, tmp_dest, tmp_gen, open, " \
+	"mv_to"
 
 const char *spool_state_name(int state)
 {
@@ -181,8 +183,11 @@ int spool_journal_open(struct spool_journal **jp, const char *path,
 			 SCHEMA_VERSION);
 		goto out_close;
 	}
-	if (exec(j, schema) < 0 ||
-	    exec(j, "PRAGMA user_version=" "1") < 0)
+	/* schema 1 had no mv_to */
+	if ((version == 1 &&
+	     exec(j, "ALTER TABLE nodes ADD COLUMN mv_to TEXT") < 0) ||
+	    exec(j, schema) < 0 ||
+	    exec(j, "PRAGMA user_version=" "2") < 0)
 		goto out_sqlerr;
 	/*
 	 * sqlite keeps the -wal file (the same inode) while a connection is
@@ -205,10 +210,10 @@ int spool_journal_open(struct spool_journal **jp, const char *path,
 	}
 	if (prepare(j, &j->st_insert,
 		    "INSERT INTO nodes (" COLS ") VALUES (?,"
-		    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)") < 0 ||
+		    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)") < 0 ||
 	    prepare(j, &j->st_save,
 		    "REPLACE INTO nodes (" COLS ") VALUES (?,"
-		    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)") < 0 ||
+		    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)") < 0 ||
 	    prepare(j, &j->st_delete, "DELETE FROM nodes WHERE id=?") < 0 ||
 	    prepare(j, &j->st_event,
 		    "INSERT INTO events (time_ms, node, dest, path, kind, msg)"
@@ -290,6 +295,7 @@ static void bind_row(sqlite3_stmt *st, const struct spool_row *r, int i)
 	bind_text(st, i++, r->tmp_dest);
 	sqlite3_bind_int64(st, i++, (sqlite3_int64)r->tmp_gen);
 	sqlite3_bind_int(st, i++, r->open);
+	bind_text(st, i++, r->mv_to);
 }
 
 static int step_done(struct spool_journal *j, sqlite3_stmt *st)
@@ -414,6 +420,7 @@ int spool_journal_load(struct spool_journal *j,
 			.tmp_dest = col_text(st, 24),
 			.tmp_gen = (uint64_t)sqlite3_column_int64(st, 25),
 			.open = sqlite3_column_int(st, 26),
+			.mv_to = col_text(st, 27),
 		};
 		rc = fn(arg, &r);
 		if (rc < 0)

@@ -65,6 +65,7 @@ struct spool_row {
 	const char *tmp_dest;
 	uint64_t tmp_gen;
 	bool open;		/* a write handle was still open at this save */
+	const char *mv_to;	/* a rename of the copy to this may be done */
 };
 
 int spool_journal_open(struct spool_journal **jp, const char *path,

@@ -241,6 +241,7 @@ static void node_free(struct spool_node *n)
 	free(n->name);
 	free(n->error);
 	free(n->rpath);
+	free(n->mv_to);
 	free(n->rtmp);
 	free(n);
 }
@@ -359,6 +360,7 @@ static void node_to_row(const struct spool_node *n, struct spool_row *r)
 	r->tmp_dest = n->tmp_dest ? n->tmp_dest->conf->name : NULL;
 	r->tmp_gen = n->tmp_gen;
 	r->open = n->writers > 0;
+	r->mv_to = n->mv_to;
 }
 
 int node_save_checked_locked(struct spool *sp, struct spool_node *n)
@@ -793,6 +795,8 @@ void node_forget_copy(struct spool_node *n)
 	free(n->rpath);
 	n->rpath = NULL;
 	n->rdest = NULL;
+	free(n->mv_to);
+	n->mv_to = NULL;
 }
 
 /* A trash entry under N's name, to carry a removal on a server (the caller
@@ -2520,6 +2524,7 @@ static int load_row(void *arg, const struct spool_row *r)
 	n->target = dest_by_cname(sp, r->target);
 	n->rdest = dest_by_cname(sp, r->rdest);
 	n->rpath = n->rdest ? strdup_or_null(r->rpath) : NULL;
+	n->mv_to = n->rpath ? strdup_or_null(r->mv_to) : NULL;
 	n->rgen = r->rgen;
 	/* as node_fail_locked() does now (older journals) */
 	if (n->area == SPOOL_AREA_FAILED && n->rgen != n->gen)

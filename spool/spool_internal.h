@@ -97,6 +97,9 @@ struct spool_node {
 	struct spool_dest *target;	/* fallback being tried, NULL = dest */
 	struct spool_dest *rdest;	/* remote copy */
 	char *rpath;
+	char *mv_to;			/* a rename of the copy to this may
+					 * have been done on the server (set
+					 * and synced before it, cleared after) */
 	uint64_t rgen;
 	int64_t rmtime;
 	char *rtmp;			/* partial upload for resume */

@@ -61,6 +61,8 @@ struct job {
 	uint64_t size;
 	int64_t mtime;
 	int64_t rmtime;		/* meta: the mtime the copy was given */
+	char *mv_was;		/* meta: where an earlier try (a crash ago)
+				 * may have moved the copy (node's mv_to) */
 	char *relpath;		/* at claim time */
 	char *rtmp;		/* upload: the temp name; meta/trash: to remove */
 	bool resume;		/* upload: rtmp may hold a partial upload */
@@ -530,6 +532,7 @@ static char *dir_of(const char *rel)
 static void job_release(struct job *job)
 {
 	free(job->moved);
+	free(job->mv_was);
 	free(job->relpath);
 	free(job->rtmp);
 	free(job->rpath);
@@ -562,6 +565,8 @@ static int claim_locked(struct job *job, struct spool_dest *d,
 		job->kind = JOB_META;
 		job->rpath = strdup(n->rpath);
 		job->rmtime = n->rmtime;
+		if (n->mv_to)
+			job->mv_was = strdup(n->mv_to);
 	} else {
 		/* resume a partial temp of this content, or start a new one
 		 * (recorded by record_tmp() once connected) */
@@ -1029,6 +1034,33 @@ static bool moved_already(struct spoolfs_conn *conn, const struct job *job,
 	return st.mtime == job->rmtime || st.mtime == job->mtime;
 }
 
+/*
+ * Before JOB renames its copy on the server to TO: the journal says so
+ * (mv_to), on disk where close() is durable, so that a crash between the
+ * server's rename and finish_locked()'s record of it leaves a trace the
+ * next try follows (job->mv_was) even when the file has been renamed
+ * again since.  0, or -1 when the journal could not take it.
+ */
+static int note_move(struct job *job, const char *to)
+{
+	struct spool *sp = job->sp;
+	struct spool_node *n = job->n;
+	bool saved = false;
+	int rc = 0;
+
+	pthread_mutex_lock(&sp->lock);
+	if (n->rpath && (!n->mv_to || strcmp(n->mv_to, to) != 0)) {
+		free(n->mv_to);
+		n->mv_to = strdup(to);
+		rc = n->mv_to ? node_save_checked_locked(sp, n) : -1;
+		saved = rc == 0;
+	}
+	pthread_mutex_unlock(&sp->lock);
+	if (saved && sp->cfg->fsync == SPOOLFS_FSYNC_CLOSE)
+		rc = spool_sync(sp);
+	return rc < 0 ? -1 : 0;
+}
+
 static int run_meta(struct job *job, struct spoolfs_conn *conn,
 		    char **final, struct spoolfs_error *err)
 {
@@ -1078,13 +1110,34 @@ static int run_meta(struct job *job, struct spoolfs_conn *conn,
 		return spoolfs_error_set(err, SPOOLFS_E_CANCELLED, "waiting");
 	}
 	if (move) {
+		if (note_move(job, *final) < 0)
+			return spoolfs_error_set(err, SPOOLFS_E_IO, "cannot "
+						 "record the rename in the "
+						 "journal");
 		if (rename_mkdirs(conn, job->rpath, *final, err) < 0) {
-			if (err->code != SPOOLFS_E_NOTFOUND ||
-			    !moved_already(conn, job, *final))
+			if (err->code != SPOOLFS_E_NOTFOUND)
 				return -1;
-			log_info("%s: '%s' was renamed to '%s' on the server "
-				 "before the daemon stopped", job->d->conf->name,
-				 job->rpath, *final);
+			if (moved_already(conn, job, *final)) {
+				log_info("%s: '%s' was renamed to '%s' on the "
+					 "server before the daemon stopped",
+					 job->d->conf->name, job->rpath,
+					 *final);
+			} else if (job->mv_was &&
+				   strcmp(job->mv_was, *final) != 0 &&
+				   moved_already(conn, job, job->mv_was)) {
+				/* renamed there before a crash, and the
+				 * file renamed again since */
+				if (rename_mkdirs(conn, job->mv_was, *final,
+						  err) < 0)
+					return -1;
+				log_info("%s: '%s' was at '%s' on the server "
+					 "(renamed before the daemon stopped); "
+					 "renamed it to '%s'",
+					 job->d->conf->name, job->rpath,
+					 job->mv_was, *final);
+			} else {
+				return -1;
+			}
 			spoolfs_error_clear(err);
 		}
 		/* done on the server, whatever the mtime does */
@@ -1195,6 +1248,8 @@ static void finish_ok_locked(struct job *job, char *final)
 		free(n->rpath);
 		n->rpath = final;
 		n->rmtime = job->mtime;
+		free(n->mv_to);
+		n->mv_to = NULL;
 	}
 	d->last_ok_ms = spool_now_ms();
 	node_set_error_locked(n, NULL);
@@ -1351,6 +1406,8 @@ static void finish_locked(struct job *job, int rc, char *final,
 		free(n->rpath);
 		n->rpath = job->moved;
 		job->moved = NULL;
+		free(n->mv_to);
+		n->mv_to = NULL;
 	} else if (job->moved) {
 		trash_follows_copy_locked(job);
 	}

@@ -568,6 +568,54 @@ static void test_crash_recovery(void)
 }
 
 /*
+ * As above, and the file was renamed again (g to h) before the next mount
+ * retried: the copy is at neither 'f' (the journal's) nor 'h'.  The
+ * journal's note of the rename under way (mv_to, written before it) leads
+ * to 'g'; before, the rename gave up and the copy stayed at 'g'.
+ */
+static void test_renamed_again_after_a_crash_mid_rename(void)
+{
+	struct fixture f;
+	char from[PATH_MAX * 2], to[PATH_MAX * 2], db[PATH_MAX + 16];
+	const char *err;
+	sqlite3 *sq;
+
+	fixture_init(&f, "chain", 1);
+	CHECK(fixture_open(&f, true) == 0);
+	CHECK_EQ_INT(put_file(f.sp, "/a/f", "content", 7), 0);
+	CHECK(wait_state(f.sp, "/a/f", "uploaded"));
+	spool_close(f.sp);
+	CHECK(fixture_open(&f, false) == 0);
+	CHECK_EQ_INT(spool_rename(f.sp, "/a/f", "/a/g", 0), 0);
+	spool_close(f.sp);
+	/* the worker noted the rename to 'g', the server did it, and the
+	 * daemon died before the journal said it was done */
+	snprintf(db, sizeof(db), "%s/journal.db", f.spool);
+	CHECK(sqlite3_open(db, &sq) == SQLITE_OK);
+	CHECK(sqlite3_exec(sq, "UPDATE nodes SET mv_to='g' WHERE name='g'",
+			   NULL, NULL, NULL) == SQLITE_OK);
+	CHECK(sqlite3_changes(sq) == 1);
+	sqlite3_close(sq);
+	snprintf(from, sizeof(from), "%s/f", f.root[0]);
+	snprintf(to, sizeof(to), "%s/g", f.root[0]);
+	CHECK(rename(from, to) == 0);
+	/* the user renames it again before the next try */
+	CHECK(fixture_open(&f, false) == 0);
+	CHECK_EQ_INT(spool_rename(f.sp, "/a/g", "/a/h", 0), 0);
+	spool_close(f.sp);
+
+	CHECK(fixture_open(&f, true) == 0);
+	for (int i = 0; i < 2000 && !exists(f.root[0], "h"); i++)
+		usleep(5000);
+	CHECK(wait_state(f.sp, "/a/h", "uploaded"));
+	CHECK(file_has(f.root[0], "h", "content", 7));
+	CHECK_EQ_STR(files_under(f.root[0]), "h ");
+	err = xattr(f.sp, "/a/h", "user.spoolfs.error");
+	CHECK(err && strcmp(err, "") == 0);
+	fixture_close(&f);
+}
+
+/*
  * Stopped between create()'s journal row and its data file: the file was
  * never created as far as the caller knew.  It is an empty incomplete file
  * in .failed/, also after a second mount (the daemon's preflight opens the
@@ -725,6 +773,7 @@ int main(void)
 	test_crash_recovery();
 	test_rewrite_while_the_copy_is_renamed();
 	test_rename_done_just_before_a_crash();
+	test_renamed_again_after_a_crash_mid_rename();
 	test_crash_between_row_and_data_file();
 	test_quota();
 	test_volume_order();
