@@ -140,6 +140,15 @@ static void qr_add_locked(struct spool_dest *d, struct spool_node *n)
 	d->nq_remote++;
 }
 
+/* The chain of queued copies that may be at PATH; NULL when none is. */
+static struct spool_node *qr_chain(const struct spool_dest *d,
+				   const char *path)
+{
+	if (d->nq_remote == 0)
+		return NULL;
+	return d->qr_tab[spool_str_hash(path) & (d->qr_size - 1)];
+}
+
 static void qr_del_locked(struct spool_dest *d, struct spool_node *n)
 {
 	struct spool_node **pp;
@@ -425,11 +434,9 @@ static struct spool_node *owner_locked(struct spool_dest *d,
 		i++;
 	}
 
-	if (d->nq_remote > 0)
-		for (k = d->qr_tab[spool_str_hash(path) & (d->qr_size - 1)]; k;
-		     k = k->qr_next)
-			if (blocks_locked(d, self, k, path))
-				return k;
+	for (k = qr_chain(d, path); k; k = k->qr_next)
+		if (blocks_locked(d, self, k, path))
+			return k;
 	for (int i = 0; i < d->nworkers; i++) {
 		struct worker *w = &d->workers[i];
 
@@ -1061,6 +1068,38 @@ static int note_move(struct job *job, const char *to)
 	return rc < 0 ? -1 : 0;
 }
 
+/*
+ * JOB's rename to FINAL failed with ERR.  When the source was gone, an
+ * earlier try (before a crash) may have moved the copy: to FINAL itself
+ * (done), or to job->mv_was, a name the file has left again since (the
+ * rename goes on from there).  0 with ERR cleared, or -1 with ERR.
+ */
+static int rename_from_where_it_went(struct job *job,
+				     struct spoolfs_conn *conn,
+				     const char *final,
+				     struct spoolfs_error *err)
+{
+	const char *name = job->d->conf->name;
+
+	if (err->code != SPOOLFS_E_NOTFOUND)
+		return -1;
+	if (moved_already(conn, job, final)) {
+		log_info("%s: '%s' was renamed to '%s' on the server before "
+			 "the daemon stopped", name, job->rpath, final);
+	} else if (job->mv_was && strcmp(job->mv_was, final) != 0 &&
+		   moved_already(conn, job, job->mv_was)) {
+		if (rename_mkdirs(conn, job->mv_was, final, err) < 0)
+			return -1;
+		log_info("%s: '%s' was at '%s' on the server (renamed before "
+			 "the daemon stopped); renamed it to '%s'", name,
+			 job->rpath, job->mv_was, final);
+	} else {
+		return -1;
+	}
+	spoolfs_error_clear(err);
+	return 0;
+}
+
 static int run_meta(struct job *job, struct spoolfs_conn *conn,
 		    char **final, struct spoolfs_error *err)
 {
@@ -1114,32 +1153,9 @@ static int run_meta(struct job *job, struct spoolfs_conn *conn,
 			return spoolfs_error_set(err, SPOOLFS_E_IO, "cannot "
 						 "record the rename in the "
 						 "journal");
-		if (rename_mkdirs(conn, job->rpath, *final, err) < 0) {
-			if (err->code != SPOOLFS_E_NOTFOUND)
-				return -1;
-			if (moved_already(conn, job, *final)) {
-				log_info("%s: '%s' was renamed to '%s' on the "
-					 "server before the daemon stopped",
-					 job->d->conf->name, job->rpath,
-					 *final);
-			} else if (job->mv_was &&
-				   strcmp(job->mv_was, *final) != 0 &&
-				   moved_already(conn, job, job->mv_was)) {
-				/* renamed there before a crash, and the
-				 * file renamed again since */
-				if (rename_mkdirs(conn, job->mv_was, *final,
-						  err) < 0)
-					return -1;
-				log_info("%s: '%s' was at '%s' on the server "
-					 "(renamed before the daemon stopped); "
-					 "renamed it to '%s'",
-					 job->d->conf->name, job->rpath,
-					 job->mv_was, *final);
-			} else {
-				return -1;
-			}
-			spoolfs_error_clear(err);
-		}
+		if (rename_mkdirs(conn, job->rpath, *final, err) < 0 &&
+		    rename_from_where_it_went(job, conn, *final, err) < 0)
+			return -1;
 		/* done on the server, whatever the mtime does */
 		job->moved = strdup(*final);
 		if (!job->moved)
@@ -1372,10 +1388,7 @@ static void trash_follows_copy_locked(struct job *job)
 	struct spool_dest *d = job->d;
 	struct spool_node *t;
 
-	if (d->nq_remote == 0)
-		return;
-	for (t = d->qr_tab[spool_str_hash(job->rpath) & (d->qr_size - 1)]; t;
-	     t = t->qr_next)
+	for (t = qr_chain(d, job->rpath); t; t = t->qr_next)
 		if (t->area == SPOOL_AREA_TRASH && has_remote_copy(t, d) &&
 		    strcmp(t->rpath, job->rpath) == 0)
 			break;

@@ -491,6 +491,40 @@ static void test_rewrite_while_the_copy_is_renamed(void)
 }
 
 /*
+ * What a crash leaves just after the server renamed an uploaded file:
+ * "content" uploaded as a/FROM, renamed in the spool to a/[DIR/]NAME with
+ * no worker running (the journal still has the copy at FROM), and moved
+ * there on the server by hand.  The spool is left closed.
+ */
+static void renamed_on_server_only(struct fixture *f, const char *from,
+				   const char *dir, const char *name)
+{
+	char src[PATH_MAX * 2], dst[PATH_MAX * 2], to[PATH_MAX];
+
+	snprintf(to, sizeof(to), "%s%s%s", dir ? dir : "", dir ? "/" : "",
+		 name);
+	CHECK(fixture_open(f, true) == 0);
+	snprintf(src, sizeof(src), "/a/%s", from);
+	CHECK_EQ_INT(put_file(f->sp, src, "content", 7), 0);
+	CHECK(wait_state(f->sp, src, "uploaded"));
+	spool_close(f->sp);
+	CHECK(fixture_open(f, false) == 0);	/* no workers: it stays queued */
+	if (dir) {
+		snprintf(dst, sizeof(dst), "/a/%s", dir);
+		CHECK_EQ_INT(spool_mkdir(f->sp, dst, 0755, 0, 0), 0);
+		snprintf(dst, sizeof(dst), "%s/%s", f->root[0], dir);
+		CHECK(mkdir(dst, 0755) == 0);
+	}
+	snprintf(dst, sizeof(dst), "/a/%s", to);
+	CHECK_EQ_INT(spool_rename(f->sp, src, dst, 0), 0);
+	spool_close(f->sp);			/* the "crash" */
+	f->sp = NULL;
+	snprintf(src, sizeof(src), "%s/%s", f->root[0], from);
+	snprintf(dst, sizeof(dst), "%s/%s", f->root[0], to);
+	CHECK(rename(src, dst) == 0);
+}
+
+/*
  * The daemon stopped between a rename on the server and the journal's
  * record of it: the next mount asks the server for the same rename, whose
  * source is gone.  The copy is found at the new name (its size and mtime)
@@ -500,31 +534,11 @@ static void test_rewrite_while_the_copy_is_renamed(void)
 static void test_rename_done_just_before_a_crash(void)
 {
 	struct fixture f;
-	char from[PATH_MAX * 2], to[PATH_MAX * 2];
 	const char *err;
 
 	fixture_init(&f, "renamed", 1);
+	renamed_on_server_only(&f, "f", "d", "g");
 	CHECK(fixture_open(&f, true) == 0);
-	CHECK_EQ_INT(put_file(f.sp, "/a/f", "content", 7), 0);
-	CHECK(wait_state(f.sp, "/a/f", "uploaded"));
-	spool_close(f.sp);
-	f.sp = NULL;
-	CHECK(fixture_open(&f, false) == 0);	/* no workers: it stays queued */
-	CHECK_EQ_INT(spool_mkdir(f.sp, "/a/d", 0755, 0, 0), 0);
-	CHECK_EQ_INT(spool_rename(f.sp, "/a/f", "/a/d/g", 0), 0);
-	spool_close(f.sp);			/* the "crash" */
-	f.sp = NULL;
-	/* ...just after the server did the rename */
-	snprintf(from, sizeof(from), "%s/f", f.root[0]);
-	snprintf(to, sizeof(to), "%s/d", f.root[0]);
-	CHECK(mkdir(to, 0755) == 0);
-	snprintf(to, sizeof(to), "%s/d/g", f.root[0]);
-	CHECK(rename(from, to) == 0);
-
-	CHECK(fixture_open(&f, true) == 0);
-	for (int i = 0; i < 2000 &&
-	     spoolfs_faulty_calls(SPOOLFS_FAULTY_STAT) == 0; i++)
-		usleep(5000);
 	CHECK(wait_state(f.sp, "/a/d/g", "uploaded"));
 	err = xattr(f.sp, "/a/d/g", "user.spoolfs.error");
 	CHECK(err && strcmp(err, "") == 0);
@@ -576,29 +590,19 @@ static void test_crash_recovery(void)
 static void test_renamed_again_after_a_crash_mid_rename(void)
 {
 	struct fixture f;
-	char from[PATH_MAX * 2], to[PATH_MAX * 2], db[PATH_MAX + 16];
+	char db[PATH_MAX + 16];
 	const char *err;
 	sqlite3 *sq;
 
 	fixture_init(&f, "chain", 1);
-	CHECK(fixture_open(&f, true) == 0);
-	CHECK_EQ_INT(put_file(f.sp, "/a/f", "content", 7), 0);
-	CHECK(wait_state(f.sp, "/a/f", "uploaded"));
-	spool_close(f.sp);
-	CHECK(fixture_open(&f, false) == 0);
-	CHECK_EQ_INT(spool_rename(f.sp, "/a/f", "/a/g", 0), 0);
-	spool_close(f.sp);
-	/* the worker noted the rename to 'g', the server did it, and the
-	 * daemon died before the journal said it was done */
+	renamed_on_server_only(&f, "f", NULL, "g");
+	/* ...after the worker noted the rename to 'g' */
 	snprintf(db, sizeof(db), "%s/journal.db", f.spool);
 	CHECK(sqlite3_open(db, &sq) == SQLITE_OK);
 	CHECK(sqlite3_exec(sq, "UPDATE nodes SET mv_to='g' WHERE name='g'",
 			   NULL, NULL, NULL) == SQLITE_OK);
 	CHECK(sqlite3_changes(sq) == 1);
 	sqlite3_close(sq);
-	snprintf(from, sizeof(from), "%s/f", f.root[0]);
-	snprintf(to, sizeof(to), "%s/g", f.root[0]);
-	CHECK(rename(from, to) == 0);
 	/* the user renames it again before the next try */
 	CHECK(fixture_open(&f, false) == 0);
 	CHECK_EQ_INT(spool_rename(f.sp, "/a/g", "/a/h", 0), 0);
