@@ -31,6 +31,7 @@ static unsigned calls[SPOOLFS_FAULTY__COUNT];
 static unsigned injected[SPOOLFS_FAULTY__COUNT];
 static unsigned delay_ms[SPOOLFS_FAULTY__COUNT];
 static struct fault put_after;		/* remaining: 1 when armed */
+static struct fault rename_lost;	/* remaining: 1 when armed */
 static uint64_t put_after_bytes;
 static int64_t last_put_offset = -1;
 static char last_put_path[PATH_MAX];
@@ -73,6 +74,7 @@ void spoolfs_faulty_reset(void)
 	memset(injected, 0, sizeof(injected));
 	memset(delay_ms, 0, sizeof(delay_ms));
 	memset(&put_after, 0, sizeof(put_after));
+	memset(&rename_lost, 0, sizeof(rename_lost));
 	put_after_bytes = 0;
 	last_put_offset = -1;
 	last_put_path[0] = '\0';
@@ -95,6 +97,13 @@ void spoolfs_faulty_fail_put_after(uint64_t bytes, enum spoolfs_err code,
 	pthread_mutex_lock(&fault_lock);
 	fault_arm(&put_after, 1, code, msg);
 	put_after_bytes = bytes;
+	pthread_mutex_unlock(&fault_lock);
+}
+
+void spoolfs_faulty_fail_rename_after(enum spoolfs_err code, const char *msg)
+{
+	pthread_mutex_lock(&fault_lock);
+	fault_arm(&rename_lost, 1, code, msg);
 	pthread_mutex_unlock(&fault_lock);
 }
 
@@ -146,7 +155,8 @@ int64_t spoolfs_faulty_last_put(char *path, size_t len)
 /* What one call does, decided under the lock. */
 struct decision {
 	bool fail;			/* fail at once with code/msg */
-	bool fail_after;		/* put: write put_bytes, then fail */
+	bool fail_after;		/* put: write put_bytes, then fail;
+					 * rename: rename, then fail */
 	uint64_t put_bytes;
 	enum spoolfs_err code;
 	char msg[SPOOLFS_ERRMSG_MAX];
@@ -182,6 +192,8 @@ static void decide(enum spoolfs_faulty_op op, struct decision *d)
 		d->fail_after = fault_take_locked(&put_after, d, op);
 		d->put_bytes = put_after_bytes;
 	}
+	if (!d->fail && op == SPOOLFS_FAULTY_RENAME)
+		d->fail_after = fault_take_locked(&rename_lost, d, op);
 	pthread_mutex_unlock(&fault_lock);
 }
 
@@ -351,7 +363,9 @@ static int faulty_rename(struct spoolfs_conn *conn, const char *from,
 	delay(&d, NULL, NULL, 0);
 	if (d.fail)
 		return injected_error(&d, err);
-	return ic->backend->rename(ic, from, to, err);
+	if (ic->backend->rename(ic, from, to, err) < 0)
+		return -1;
+	return d.fail_after ? injected_error(&d, err) : 0;
 }
 
 static int faulty_remove(struct spoolfs_conn *conn, const char *path,

@@ -63,6 +63,13 @@ void spoolfs_faulty_fail_put_after(uint64_t bytes, enum spoolfs_err code,
 				   const char *msg);
 
 /*
+ * The next rename is done for real and then fails with CODE and MSG, like
+ * a connection lost before the reply.  One shot; checked after
+ * spoolfs_faulty_fail(RENAME).
+ */
+void spoolfs_faulty_fail_rename_after(enum spoolfs_err code, const char *msg);
+
+/*
  * Sleep MS milliseconds at the start of every call of OP (0: no delay).
  * For put and get the sleep is cut into 10 ms steps with a progress call
  * between them (reporting the offset), so a cancelled transfer still stops

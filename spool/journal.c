@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 struct spool_journal {
 	sqlite3 *db;
@@ -64,7 +64,8 @@ static const char schema[] =
 	" tmp_dest TEXT,"
 	" tmp_gen INTEGER NOT NULL,"
 	" open INTEGER NOT NULL,"
-	" mv_to TEXT);"
+	" mv_to TEXT,"
+	" tmp_to TEXT);"
 	"CREATE TABLE IF NOT EXISTS events ("
 	" id INTEGER PRIMARY KEY,"
 	" time_ms INTEGER NOT NULL,"
@@ -78,7 +79,7 @@ static const char schema[] =
 #define COLS "id, parent, dest, area, name, is_dir, state, size, mtime_ns, " \
 	"ctime_ns, mode, uid, gid, attempts, error, ready_at, gen, has_data, " \
 	"target, rdest, rpath, rgen, rmtime, rtmp, tmp_dest, tmp_gen, open, " \
-	"mv_to"
+	"mv_to, tmp_to"
 
 const char *spool_state_name(int state)
 {
@@ -183,11 +184,13 @@ int spool_journal_open(struct spool_journal **jp, const char *path,
 			 SCHEMA_VERSION);
 		goto out_close;
 	}
-	/* schema 1 had no mv_to */
+	/* schema 1 had no mv_to, 2 no tmp_to */
 	if ((version == 1 &&
 	     exec(j, "ALTER TABLE nodes ADD COLUMN mv_to TEXT") < 0) ||
+	    (version >= 1 && version < 3 &&
+	     exec(j, "ALTER TABLE nodes ADD COLUMN tmp_to TEXT") < 0) ||
 	    exec(j, schema) < 0 ||
-	    exec(j, "PRAGMA user_version=" "2") < 0)
+	    exec(j, "PRAGMA user_version=" "3") < 0)
 		goto out_sqlerr;
 	/*
 	 * sqlite keeps the -wal file (the same inode) while a connection is
@@ -210,10 +213,10 @@ int spool_journal_open(struct spool_journal **jp, const char *path,
 	}
 	if (prepare(j, &j->st_insert,
 		    "INSERT INTO nodes (" COLS ") VALUES (?,"
-		    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)") < 0 ||
+		    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)") < 0 ||
 	    prepare(j, &j->st_save,
 		    "REPLACE INTO nodes (" COLS ") VALUES (?,"
-		    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)") < 0 ||
+		    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)") < 0 ||
 	    prepare(j, &j->st_delete, "DELETE FROM nodes WHERE id=?") < 0 ||
 	    prepare(j, &j->st_event,
 		    "INSERT INTO events (time_ms, node, dest, path, kind, msg)"
@@ -296,6 +299,7 @@ static void bind_row(sqlite3_stmt *st, const struct spool_row *r, int i)
 	sqlite3_bind_int64(st, i++, (sqlite3_int64)r->tmp_gen);
 	sqlite3_bind_int(st, i++, r->open);
 	bind_text(st, i++, r->mv_to);
+	bind_text(st, i++, r->tmp_to);
 }
 
 static int step_done(struct spool_journal *j, sqlite3_stmt *st)
@@ -421,6 +425,7 @@ int spool_journal_load(struct spool_journal *j,
 			.tmp_gen = (uint64_t)sqlite3_column_int64(st, 25),
 			.open = sqlite3_column_int(st, 26),
 			.mv_to = col_text(st, 27),
+			.tmp_to = col_text(st, 28),
 		};
 		rc = fn(arg, &r);
 		if (rc < 0)

@@ -66,6 +66,7 @@ struct spool_row {
 	uint64_t tmp_gen;
 	bool open;		/* a write handle was still open at this save */
 	const char *mv_to;	/* a rename of the copy to this may be done */
+	const char *tmp_to;	/* a rename of rtmp to this may be done */
 };
 
 int spool_journal_open(struct spool_journal **jp, const char *path,

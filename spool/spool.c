@@ -119,6 +119,20 @@ static struct spool_node *dir_lookup(const struct spool_node *dir,
 	return NULL;
 }
 
+struct spool_node *node_at_locked(const struct spool_dest *d, const char *rel)
+{
+	struct spool_node *n = d->root[SPOOL_AREA_MAIN];
+	const char *p = rel;
+
+	while (n && *p) {
+		const char *e = strchrnul(p, '/');
+
+		n = n->is_dir ? dir_lookup(n, p, (size_t)(e - p)) : NULL;
+		p = *e ? e + 1 : e;
+	}
+	return n;
+}
+
 static int dir_grow(struct spool_node *dir)
 {
 	size_t size = dir->tabsize ? dir->tabsize * 2 : 16;
@@ -243,6 +257,7 @@ static void node_free(struct spool_node *n)
 	free(n->rpath);
 	free(n->mv_to);
 	free(n->rtmp);
+	free(n->tmp_to);
 	free(n);
 }
 
@@ -361,6 +376,7 @@ static void node_to_row(const struct spool_node *n, struct spool_row *r)
 	r->tmp_gen = n->tmp_gen;
 	r->open = n->writers > 0;
 	r->mv_to = n->mv_to;
+	r->tmp_to = n->tmp_to;
 }
 
 int node_save_checked_locked(struct spool *sp, struct spool_node *n)
@@ -845,6 +861,10 @@ void node_trash_tmp_locked(struct spool *sp, struct spool_node *n)
 	t->tmp_gen = n->tmp_gen;
 	n->rtmp = NULL;
 	n->tmp_dest = NULL;
+	/* where a commit may have taken it: not followed from here (the
+	 * entry knows no size or mtime to tell the copy by) */
+	free(n->tmp_to);
+	n->tmp_to = NULL;
 	trash_add_locked(sp, t);
 }
 
@@ -1383,6 +1403,13 @@ static void file_unlink_locked(struct spool *sp, struct spool_node *n)
 	n->has_data = false;
 	if (!del_remote)
 		node_forget_copy(n);
+	/* a commit done unknown to the journal (tmp_to) made an uploaded
+	 * copy: it goes or stays as one would */
+	if (!(n->area == SPOOL_AREA_MAIN && n->tmp_dest == n->dest &&
+	      n->dest->conf->delete_remote)) {
+		free(n->tmp_to);
+		n->tmp_to = NULL;
+	}
 	if (n->rtmp || del_remote) {
 		n->area = SPOOL_AREA_TRASH;
 		n->attempts = 0;
@@ -2532,6 +2559,7 @@ static int load_row(void *arg, const struct spool_row *r)
 	n->rmtime = r->rmtime;
 	n->tmp_dest = dest_by_cname(sp, r->tmp_dest);
 	n->rtmp = n->tmp_dest ? strdup_or_null(r->rtmp) : NULL;
+	n->tmp_to = n->rtmp ? strdup_or_null(r->tmp_to) : NULL;
 	n->tmp_gen = r->tmp_gen;
 	n->was_open = r->open;
 	ld->nodes[ld->n] = n;

@@ -103,6 +103,9 @@ struct spool_node {
 	uint64_t rgen;
 	int64_t rmtime;
 	char *rtmp;			/* partial upload for resume */
+	char *tmp_to;			/* a rename of rtmp to this (its commit)
+					 * may have been done on the server
+					 * (set before it, gone with rtmp) */
 	struct spool_dest *tmp_dest;
 	uint64_t tmp_gen;		/* 0: written by a split put (a gap) */
 	uint64_t tmp_safe;		/* tmp_gen 0: bytes from 0 without a gap
@@ -209,6 +212,8 @@ int64_t spool_now_ms(void);
 
 /* Node helpers (spool.c), all with spool->lock held. */
 char *node_relpath_locked(const struct spool_node *n);
+/* The node at REL under D's own tree (not .failed/), or NULL. */
+struct spool_node *node_at_locked(const struct spool_dest *d, const char *rel);
 /* FNV-1a of a string: directory children, queued remote copies */
 uint64_t spool_str_hash(const char *s);
 bool node_synced_locked(const struct spool_node *n);

@@ -62,7 +62,9 @@ struct job {
 	int64_t mtime;
 	int64_t rmtime;		/* meta: the mtime the copy was given */
 	char *mv_was;		/* meta: where an earlier try (a crash ago)
-				 * may have moved the copy (node's mv_to) */
+				 * may have moved the copy (node's mv_to);
+				 * upload, trash: where it may have renamed
+				 * the temp, its commit (node's tmp_to) */
 	char *relpath;		/* at claim time */
 	char *rtmp;		/* upload: the temp name; meta/trash: to remove */
 	bool resume;		/* upload: rtmp may hold a partial upload */
@@ -86,7 +88,9 @@ struct worker {
 	char *target;		/* [L] the name its job is renaming a file
 				 * to on the server right now */
 	const char *source;	/* [L] the name a meta job is renaming
-				 * from (the job's rpath) */
+				 * from (the job's rpath), or an upload or
+				 * trash job has found its commit at
+				 * (committed_already()) */
 };
 
 /* N has a copy on D's server at N->rpath (of its content now or, in the
@@ -562,8 +566,11 @@ static int claim_locked(struct job *job, struct spool_dest *d,
 		return -1;
 	if (n->area == SPOOL_AREA_TRASH) {
 		job->kind = JOB_TRASH;
-		if (n->rtmp && n->tmp_dest == d)
+		if (n->rtmp && n->tmp_dest == d) {
 			job->rtmp = strdup(n->rtmp);
+			if (n->tmp_to)
+				job->mv_was = strdup(n->tmp_to);
+		}
 		if (n->rdest == d && n->rpath) {
 			job->rpath = strdup(n->rpath);
 			job->remove_rpath = true;
@@ -582,6 +589,8 @@ static int claim_locked(struct job *job, struct spool_dest *d,
 		if (n->rtmp && n->tmp_dest == d && n->tmp_gen == n->gen) {
 			job->resume = true;
 			job->rtmp = strdup(n->rtmp);
+			if (n->tmp_to)
+				job->mv_was = strdup(n->tmp_to);
 		} else {
 			char *dir = dir_of(job->relpath);
 
@@ -762,6 +771,8 @@ static int record_tmp(struct job *job, struct spoolfs_error *err)
 		/* the same name, not resumable (split_guard()): the put
 		 * from byte 0 truncates it */
 		n->tmp_gen = job->gen;
+		free(n->tmp_to);
+		n->tmp_to = NULL;
 	} else if (!job->resume) {
 		char *copy = strdup(job->rtmp);
 
@@ -797,11 +808,108 @@ static void stream_wait_locked(struct spool *sp, int64_t until, int64_t now)
 }
 
 /*
- * The server holds RSIZE bytes in the temp: check them, wait out what is
- * left of `settle`, and rename the temp to the name the file has NOW.
+ * Whether JOB's copy is at TO already although its rename from job->rpath
+ * failed for want of the source: the daemon can stop (kill -9, a power
+ * cut) between a rename on the server and the journal's record of it, and
+ * the next mount asks for the same rename again.  It counts as done when
+ * TO holds the copy's size and one of the two mtimes it can have (the
+ * upload's, or this job's, set just after the rename); anything else stays
+ * the error it was.
+ */
+static bool moved_already(struct spoolfs_conn *conn, const struct job *job,
+			  const char *to)
+{
+	struct spoolfs_rstat st;
+	struct spoolfs_error ignored;
+
+	spoolfs_error_clear(&ignored);
+	if (spoolfs_conn_stat(conn, to, &st, &ignored) < 0 || st.is_dir ||
+	    st.size != job->size || st.mtime < 0)
+		return false;
+	return st.mtime == job->rmtime || st.mtime == job->mtime;
+}
+
+/*
+ * Whether PATH on D's server is spoken for by a file other than N: one in
+ * the mount at that name, or a copy on its way there or away
+ * (owner_locked()).  What is at PATH then is not N's to take or remove.
+ */
+static bool name_taken_locked(struct spool_dest *d,
+			      const struct spool_node *n, const char *path)
+{
+	struct spool_node *k = node_at_locked(n->dest, path);
+
+	if (k && k != n)
+		return true;
+	if (d != n->dest && (k = node_at_locked(d, path)) && k != n)
+		return true;
+	return owner_locked(d, n, path) != NULL;
+}
+
+/*
+ * JOB's temp is gone from the server: the rename that commits it may have
+ * been done there before the daemon stopped or the connection dropped,
+ * unknown to the journal but for the note made before it (tmp_to, now
+ * job->mv_was).  True when the copy is there: that name holds the
+ * content's size and mtime, and no other file speaks for it.  The worker
+ * then holds the name as a meta job holds its copy's (w->source) until
+ * the job ends: no other file commits onto it meanwhile.
+ */
+static bool committed_already(struct spoolfs_conn *conn, struct job *job)
+{
+	struct spool *sp = job->sp;
+	bool found;
+
+	if (!job->mv_was)
+		return false;
+	pthread_mutex_lock(&sp->lock);
+	found = !name_taken_locked(job->d, job->n, job->mv_was);
+	if (found)
+		job->w->source = job->mv_was;
+	pthread_mutex_unlock(&sp->lock);
+	if (!found)
+		return false;
+	found = moved_already(conn, job, job->mv_was);
+	if (!found) {
+		pthread_mutex_lock(&sp->lock);
+		job->w->source = NULL;
+		pthread_mutex_unlock(&sp->lock);
+	}
+	return found;
+}
+
+/*
+ * Before the rename that commits JOB's temp to FINAL: the journal says so
+ * (tmp_to), for committed_already().  Not synced: the note outlives the
+ * daemon (kill -9), and a power cut that takes it costs at worst a second
+ * copy on the server, never a file.  0, or -1 when the journal could not
+ * take it.
+ */
+static int note_commit(struct job *job, const char *final)
+{
+	struct spool *sp = job->sp;
+	struct spool_node *n = job->n;
+	int rc = 0;
+
+	pthread_mutex_lock(&sp->lock);
+	if (n->rtmp && strcmp(n->rtmp, job->rtmp) == 0 &&
+	    (!n->tmp_to || strcmp(n->tmp_to, final) != 0)) {
+		free(n->tmp_to);
+		n->tmp_to = strdup(final);
+		rc = n->tmp_to ? node_save_checked_locked(sp, n) : -1;
+	}
+	pthread_mutex_unlock(&sp->lock);
+	return rc < 0 ? -1 : 0;
+}
+
+/*
+ * The server holds RSIZE bytes in the temp, at FROM (job->rtmp, or where
+ * an earlier commit took it): check them, wait out what is left of
+ * `settle`, and rename them to the name the file has NOW.
  */
 static int commit_tmp(struct job *job, struct spoolfs_conn *conn,
-		      uint64_t rsize, char **final, struct spoolfs_error *err)
+		      const char *from, uint64_t rsize, char **final,
+		      struct spoolfs_error *err)
 {
 	struct spool *sp = job->sp;
 	struct spool_node *n = job->n;
@@ -811,7 +919,7 @@ static int commit_tmp(struct job *job, struct spoolfs_conn *conn,
 	int64_t now;
 
 	if (rsize != job->size) {
-		spoolfs_conn_remove(conn, job->rtmp, &ignored);
+		spoolfs_conn_remove(conn, from, &ignored);
 		return spoolfs_error_set(err, SPOOLFS_E_PROTO,
 					 "the server holds %" PRIu64 " bytes "
 					 "after the upload, expected %" PRIu64,
@@ -838,7 +946,12 @@ static int commit_tmp(struct job *job, struct spoolfs_conn *conn,
 					 "cancelled");
 	if (!*final)
 		return spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
-	return rename_mkdirs(conn, job->rtmp, *final, err);
+	if (note_commit(job, *final) < 0)
+		return spoolfs_error_set(err, SPOOLFS_E_IO, "cannot record the "
+					 "commit in the journal");
+	if (strcmp(from, *final) == 0)
+		return 0;
+	return rename_mkdirs(conn, from, *final, err);
 }
 
 /* Bytes FROM.. of FD into the temp, then commit it (run_upload(),
@@ -852,14 +965,15 @@ static int put_rest_and_commit(struct job *job, struct spoolfs_conn *conn,
 	if (put_mkdirs(conn, job, dir, job->rtmp, fd, from, job->size, &rsize,
 		       err) < 0)
 		return -1;
-	return commit_tmp(job, conn, rsize, final, err);
+	return commit_tmp(job, conn, job->rtmp, rsize, final, err);
 }
 
 static int run_upload(struct job *job, struct spoolfs_conn *conn,
 		      char **final, struct spoolfs_error *err)
 {
-	struct spoolfs_error ignored;
+	struct spoolfs_error serr;
 	struct spoolfs_rstat st;
+	bool can_resume = spoolfs_conn_can(conn, SPOOLFS_CAP_RESUME);
 	uint64_t offset = 0;
 	char *dir = NULL;
 	int fd, rc = -1;
@@ -876,10 +990,21 @@ static int run_upload(struct job *job, struct spoolfs_conn *conn,
 	/* a name the server can never take: not one byte goes out */
 	if (spoolfs_conn_check_name(conn, job->relpath, err) < 0)
 		goto out;
-	if (job->resume && spoolfs_conn_can(conn, SPOOLFS_CAP_RESUME) &&
-	    spoolfs_conn_stat(conn, job->rtmp, &st, &ignored) == 0 &&
-	    st.size <= job->size)
-		offset = st.size;
+	if (job->resume && (can_resume || job->mv_was)) {
+		if (spoolfs_conn_stat(conn, job->rtmp, &st, &serr) == 0) {
+			if (can_resume && st.size <= job->size)
+				offset = st.size;
+		} else if (serr.code == SPOOLFS_E_NOTFOUND &&
+			   committed_already(conn, job)) {
+			log_info("%s: '%s' is on the server already, as "
+				 "'%s' (the reply to an earlier try's last "
+				 "step was lost)", job->d->conf->name,
+				 job->relpath, job->mv_was);
+			rc = commit_tmp(job, conn, job->mv_was, job->size,
+					final, err);
+			goto out;
+		}
+	}
 	/* a split temp may hold more, beyond a gap: the put overwrites it */
 	if (job->resume_at)
 		offset = offset >= job->resume_at ? job->resume_at : 0;
@@ -1020,28 +1145,6 @@ out:
 }
 
 /*
- * Whether JOB's copy is at TO already although its rename from job->rpath
- * failed for want of the source: the daemon can stop (kill -9, a power
- * cut) between a rename on the server and the journal's record of it, and
- * the next mount asks for the same rename again.  It counts as done when
- * TO holds the copy's size and one of the two mtimes it can have (the
- * upload's, or this job's, set just after the rename); anything else stays
- * the error it was.
- */
-static bool moved_already(struct spoolfs_conn *conn, const struct job *job,
-			  const char *to)
-{
-	struct spoolfs_rstat st;
-	struct spoolfs_error ignored;
-
-	spoolfs_error_clear(&ignored);
-	if (spoolfs_conn_stat(conn, to, &st, &ignored) < 0 || st.is_dir ||
-	    st.size != job->size || st.mtime < 0)
-		return false;
-	return st.mtime == job->rmtime || st.mtime == job->mtime;
-}
-
-/*
  * Before JOB renames its copy on the server to TO: the journal says so
  * (mv_to), on disk where close() is durable, so that a crash between the
  * server's rename and finish_locked()'s record of it leaves a trace the
@@ -1168,9 +1271,16 @@ static int run_meta(struct job *job, struct spoolfs_conn *conn,
 static int run_trash(struct job *job, struct spoolfs_conn *conn,
 		     struct spoolfs_error *err)
 {
-	if (job->rtmp && spoolfs_conn_remove(conn, job->rtmp, err) < 0 &&
-	    err->code != SPOOLFS_E_NOTFOUND)
-		return -1;
+	if (job->rtmp && spoolfs_conn_remove(conn, job->rtmp, err) < 0) {
+		if (err->code != SPOOLFS_E_NOTFOUND)
+			return -1;
+		/* committed unknown to the journal (a removed file's, with
+		 * delete_remote): the copy goes as the file did */
+		if (committed_already(conn, job) &&
+		    spoolfs_conn_remove(conn, job->mv_was, err) < 0 &&
+		    err->code != SPOOLFS_E_NOTFOUND)
+			return -1;
+	}
 	if (job->remove_rpath &&
 	    spoolfs_conn_remove(conn, job->rpath, err) < 0 &&
 	    err->code != SPOOLFS_E_NOTFOUND)
@@ -1230,6 +1340,8 @@ static void finish_trash_locked(struct job *job, int rc,
 	if (job->rtmp) {
 		free(n->rtmp);
 		n->rtmp = NULL;
+		free(n->tmp_to);
+		n->tmp_to = NULL;
 		n->tmp_dest = NULL;
 	}
 	if (job->remove_rpath)
@@ -1253,6 +1365,8 @@ static void finish_ok_locked(struct job *job, char *final)
 	if (job->kind == JOB_UPLOAD) {
 		free(n->rtmp);
 		n->rtmp = NULL;
+		free(n->tmp_to);
+		n->tmp_to = NULL;
 		n->tmp_dest = NULL;
 		n->rdest = d;
 		n->rgen = job->gen;

@@ -5,6 +5,7 @@
  * table.
  */
 #include <limits.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,7 @@
 struct seen {
 	int n;
 	struct spool_row last;
-	char name[64], rpath[64];
+	char name[64], rpath[64], mv_to[64], tmp_to[64];
 };
 
 static int collect(void *arg, const struct spool_row *r)
@@ -27,6 +28,9 @@ static int collect(void *arg, const struct spool_row *r)
 	s->last = *r;
 	snprintf(s->name, sizeof(s->name), "%s", r->name);
 	snprintf(s->rpath, sizeof(s->rpath), "%s", r->rpath ? r->rpath : "");
+	snprintf(s->mv_to, sizeof(s->mv_to), "%s", r->mv_to ? r->mv_to : "");
+	snprintf(s->tmp_to, sizeof(s->tmp_to), "%s",
+		 r->tmp_to ? r->tmp_to : "");
 	return 0;
 }
 
@@ -136,6 +140,77 @@ static void test_ids_are_never_reused(const char *dir)
 	spool_journal_close(j);
 }
 
+static int user_version(const char *path)
+{
+	sqlite3_stmt *st;
+	sqlite3 *db;
+	int v = -1;
+
+	if (sqlite3_open(path, &db) != SQLITE_OK)
+		return -1;
+	if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) ==
+	    SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return v;
+}
+
+/*
+ * A journal written by an older spoolfs (schema 1: no mv_to; 2: no
+ * tmp_to) keeps its rows and gains the columns when it is opened.
+ */
+static void test_older_schemas(const char *dir)
+{
+	static const char *const drop[] = {
+		"ALTER TABLE nodes DROP COLUMN tmp_to;"
+		"ALTER TABLE nodes DROP COLUMN mv_to;"
+		"PRAGMA user_version=1",
+		"ALTER TABLE nodes DROP COLUMN tmp_to;"
+		"PRAGMA user_version=2",
+	};
+
+	for (int v = 1; v <= 2; v++) {
+		char path[PATH_MAX], err[256];
+		struct spool_journal *j;
+		struct spool_row r = {
+			.parent = 0, .dest = "nas", .area = SPOOL_AREA_MAIN,
+			.name = "old", .state = SPOOL_QUEUED, .mode = 0644,
+			.gen = 1, .has_data = true,
+		};
+		struct seen s = { 0 };
+		sqlite3 *db;
+
+		snprintf(path, sizeof(path), "%s/v%d.db", dir, v);
+		CHECK_EQ_INT(spool_journal_open(&j, path, err, sizeof(err)),
+			     0);
+		CHECK_EQ_INT(spool_journal_insert(j, &r), 0);
+		spool_journal_close(j);
+		CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+		CHECK(sqlite3_exec(db, drop[v - 1], NULL, NULL, NULL) ==
+		      SQLITE_OK);
+		sqlite3_close(db);
+		CHECK_EQ_INT(user_version(path), v);
+
+		CHECK_EQ_INT(spool_journal_open(&j, path, err, sizeof(err)),
+			     0);
+		CHECK_EQ_INT(user_version(path), 3);
+		CHECK_EQ_INT(spool_journal_load(j, collect, &s), 0);
+		CHECK_EQ_INT(s.n, 1);
+		CHECK_EQ_STR(s.name, "old");
+		r.rtmp = "d/.spoolfs-x.part";
+		r.tmp_dest = "nas";
+		r.tmp_to = "d/old";
+		r.mv_to = "e/old";
+		CHECK_EQ_INT(spool_journal_save(j, &r), 0);
+		memset(&s, 0, sizeof(s));
+		CHECK_EQ_INT(spool_journal_load(j, collect, &s), 0);
+		CHECK_EQ_STR(s.tmp_to, "d/old");
+		CHECK_EQ_STR(s.mv_to, "e/old");
+		spool_journal_close(j);
+	}
+}
+
 static void test_transitions(void)
 {
 	CHECK(spool_state_transition_ok(SPOOL_WRITING, SPOOL_QUEUED));
@@ -165,6 +240,7 @@ int main(void)
 		return 1;
 	test_roundtrip(dir);
 	test_ids_are_never_reused(dir);
+	test_older_schemas(dir);
 	test_transitions();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	if (system(cmd) != 0)

@@ -620,6 +620,92 @@ static void test_renamed_again_after_a_crash_mid_rename(void)
 }
 
 /*
+ * The rename that commits an upload (temp to final name) is done on the
+ * server, and the reply is lost (a reset).  "content" is put as a/f; the
+ * rename gives up before the retry, BACKOFF_MS later.
+ */
+static void commit_reply_lost(struct fixture *f, unsigned backoff_ms)
+{
+	f->dests[0].backoff_min_ms = f->dests[0].backoff_max_ms = backoff_ms;
+	CHECK(fixture_open(f, true) == 0);
+	spoolfs_faulty_fail_rename_after(SPOOLFS_E_RESET, "connection reset");
+	CHECK_EQ_INT(put_file(f->sp, "/a/f", "content", 7), 0);
+	for (int i = 0; i < 2000 &&
+	     !spoolfs_faulty_injected(SPOOLFS_FAULTY_RENAME); i++)
+		usleep(1000);
+	CHECK(spoolfs_faulty_injected(SPOOLFS_FAULTY_RENAME) == 1);
+	CHECK(exists(f->root[0], "f"));
+}
+
+/*
+ * ...and the file is renamed to g before the retry: the retry finds no
+ * temp, and the journal's note of the commit (tmp_to) leads to 'f', from
+ * where it moves the copy on.  Before, it uploaded the file again as 'g'
+ * and the copy at 'f' stayed on the server.
+ */
+static void test_commit_reply_lost_then_renamed(void)
+{
+	struct fixture f;
+	const char *err;
+
+	fixture_init(&f, "committed", 1);
+	commit_reply_lost(&f, 500);
+	CHECK_EQ_INT(spool_rename(f.sp, "/a/f", "/a/g", 0), 0);
+	CHECK(wait_state(f.sp, "/a/g", "uploaded"));
+	CHECK(file_has(f.root[0], "g", "content", 7));
+	CHECK_EQ_STR(files_under(f.root[0]), "g ");
+	CHECK_EQ_INT((int)spoolfs_faulty_calls(SPOOLFS_FAULTY_PUT), 1);
+	err = xattr(f.sp, "/a/g", "user.spoolfs.error");
+	CHECK(err && strcmp(err, "") == 0);
+	fixture_close(&f);
+}
+
+/*
+ * The same across a restart: the daemon stops before the retry (2 s
+ * later), the file is renamed while no worker runs, and the next mount
+ * finds the copy by the note in the journal.
+ */
+static void test_commit_reply_lost_then_crash_and_rename(void)
+{
+	struct fixture f;
+
+	fixture_init(&f, "committed-crash", 1);
+	commit_reply_lost(&f, 2000);
+	spool_close(f.sp);
+	CHECK(fixture_open(&f, false) == 0);
+	CHECK_EQ_INT(spool_mkdir(f.sp, "/a/d", 0755, 0, 0), 0);
+	CHECK_EQ_INT(spool_rename(f.sp, "/a/f", "/a/d/g", 0), 0);
+	spool_close(f.sp);
+	spoolfs_faulty_reset();
+	CHECK(fixture_open(&f, true) == 0);
+	CHECK(wait_state(f.sp, "/a/d/g", "uploaded"));
+	CHECK(file_has(f.root[0], "d/g", "content", 7));
+	CHECK_EQ_STR(files_under(f.root[0]), "d/g ");
+	CHECK_EQ_INT((int)spoolfs_faulty_calls(SPOOLFS_FAULTY_PUT), 0);
+	fixture_close(&f);
+}
+
+/*
+ * ...and the file is removed before the retry: with delete_remote the copy
+ * the lost commit made goes too; without, it stays, as an uploaded file's
+ * copy would.
+ */
+static void test_commit_reply_lost_then_removed(void)
+{
+	for (int del = 0; del < 2; del++) {
+		struct fixture f;
+
+		fixture_init(&f, del ? "committed-rm-del" : "committed-rm", 1);
+		f.dests[0].delete_remote = del;
+		commit_reply_lost(&f, 500);
+		CHECK_EQ_INT(spool_unlink(f.sp, "/a/f"), 0);
+		CHECK(wait_trash_empty(f.sp));
+		CHECK_EQ_STR(files_under(f.root[0]), del ? "" : "f ");
+		fixture_close(&f);
+	}
+}
+
+/*
  * Stopped between create()'s journal row and its data file: the file was
  * never created as far as the caller knew.  It is an empty incomplete file
  * in .failed/, also after a second mount (the daemon's preflight opens the
@@ -778,6 +864,9 @@ int main(void)
 	test_rewrite_while_the_copy_is_renamed();
 	test_rename_done_just_before_a_crash();
 	test_renamed_again_after_a_crash_mid_rename();
+	test_commit_reply_lost_then_renamed();
+	test_commit_reply_lost_then_crash_and_rename();
+	test_commit_reply_lost_then_removed();
 	test_crash_between_row_and_data_file();
 	test_quota();
 	test_volume_order();
