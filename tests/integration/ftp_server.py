@@ -33,6 +33,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 VSFTPD = "/usr/sbin/vsftpd"
@@ -429,6 +430,97 @@ class FtpServer:
             f.write("\n".join(lines) + "\n")
         os.chmod(cfg, 0o600)
         return cfg
+
+
+class ControlProxy:
+    """A relay on a free 127.0.0.1 port in front of a plain-FTP server's
+    control port, that can lose a reply the way a dropped link does:
+    after ``drop_reply("RNTO")`` the server's next final reply to an RNTO
+    (the command done there) is not passed on, and both connections are
+    closed instead.  ``commands`` lists every command relayed (verbs and
+    arguments, PASS masked); ``dropped`` is set once a reply was lost, and
+    ``commands[dropped_at:]`` is what came after.
+    Data connections (EPSV, PASV) go straight to the server."""
+
+    def __init__(self, server_port: int):
+        self.server_port = server_port
+        self.commands: list[str] = []
+        self.dropped = threading.Event()
+        self.dropped_at = 0
+        self._armed: str | None = None
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self._listen = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listen.bind(("127.0.0.1", 0))
+        self._listen.listen(8)
+        self.port = self._listen.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def drop_reply(self, verb: str):
+        self._armed = verb.upper()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self._listen.accept()
+            except OSError:
+                return          # closed
+            try:
+                server = socket.create_connection(
+                    ("127.0.0.1", self.server_port), timeout=10)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self._lock:
+                self._socks += [client, server]
+            last = [""]         # the verb of the last command sent on
+            threading.Thread(target=self._upstream,
+                             args=(client, server, last), daemon=True).start()
+            threading.Thread(target=self._downstream,
+                             args=(client, server, last), daemon=True).start()
+
+    def _upstream(self, client, server, last):
+        for line in client.makefile("rb"):
+            text = line.decode("latin-1").rstrip("\r\n")
+            verb = text.split(" ", 1)[0].upper()
+            self.commands.append("PASS ****" if verb == "PASS" else text)
+            last[0] = verb
+            try:
+                server.sendall(line)
+            except OSError:
+                break
+        self._drop(client, server)
+
+    def _downstream(self, client, server, last):
+        for line in server.makefile("rb"):
+            final = line[:3].isdigit() and line[3:4] == b" "
+            if final and self._armed and last[0] == self._armed:
+                self._armed = None
+                self._drop(client, server)
+                self.dropped_at = len(self.commands)
+                self.dropped.set()
+                return
+            try:
+                client.sendall(line)
+            except OSError:
+                break
+        self._drop(client, server)
+
+    @staticmethod
+    def _drop(*socks):
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self._listen.close()
+        with self._lock:
+            for s in self._socks:
+                self._drop(s)
+                s.close()
 
 
 def main():

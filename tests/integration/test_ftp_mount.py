@@ -22,6 +22,9 @@ Covers issue 4's "through the mount" list, for each server and mode:
     restarted on the same port -> the upload resumes from the partial temp;
   - the server down past the retries -> .failed/; back up, `mv` out of
     .failed/ -> uploaded;
+  - the reply to the rename that commits an upload lost (the link drops
+    after the server did it) and the file renamed before the retry -> the
+    copy moves to the new name, nothing is sent twice or left behind;
   - passwords never in the daemon's log, the journal, the xattrs.
 
 Needs root (FTP local-user logins of the `spoolfs-ftp` unix user) and
@@ -42,7 +45,7 @@ from pathlib import Path
 
 import pytest
 
-from ftp_server import FtpServer, have_vsftpd, pure_ftpd_path
+from ftp_server import ControlProxy, FtpServer, have_vsftpd, pure_ftpd_path
 from spoolfs_harness import (all_xattrs, child_env, make_big_file,
                              make_flat_tree, pseudo_random,
                              rename_onto_held_names, run, sha256,
@@ -515,6 +518,49 @@ def test_server_down_past_retries_then_mv_out_of_failed(ftpd, sfs):
     assert (home(ftpd) / "down/x.bin").read_bytes() == data
     assert server_entries(ftpd) == ["down", "down/x.bin"]
     assert sfs.failed("nas") == [] and sfs.pending("nas") == []
+
+
+@pytest.mark.parametrize("ftpd", [SERVERS[0]], indirect=True)
+def test_lost_reply_to_the_commit_then_renamed_sends_nothing_twice(ftpd,
+                                                                    sfs):
+    """The server renames the finished temp to the file's name, and the
+    link drops before its 250 reply arrives.  The file is renamed in the
+    mount before the retry: the retry finds no temp, and the journal's
+    note of the commit (written before RNTO went out) leads it to the
+    copy, which it moves to the new name; no byte is sent again.  Before,
+    it uploaded the file again as g.bin and f.bin stayed on the server."""
+    proxy = ControlProxy(ftpd.port)
+    try:
+        pw = sfs.root / "nas.pass"
+        pw.write_text(ftpd.password + "\n")
+        os.chmod(pw, 0o600)
+        sfs.add_dest("nas", url=f"ftp://127.0.0.1:{proxy.port}/",
+                     user=ftpd.user, password_file=pw, backoff="3s..3s",
+                     stall_timeout="10s", connect_timeout="10s")
+        sfs.allow_log(r"nas: upload of 'a/f\.bin' .* failed: ")
+        mount(sfs)
+        proxy.drop_reply("RNTO")
+        data = pseudo_random(300_000, 21)
+        write_file(sfs.m("nas", "a/f.bin"), data)
+        wait_until(proxy.dropped.is_set, 30, "the reply to RNTO to be lost",
+                   state=lambda: describe(sfs, ftpd))
+        assert (home(ftpd) / "a/f.bin").read_bytes() == data
+        g = sfs.m("nas", "a/g.bin")
+        run(["mv", sfs.m("nas", "a/f.bin"), g])
+        sfs.wait_uploaded(g, timeout=30)
+        assert (home(ftpd) / "a/g.bin").read_bytes() == data
+        assert server_entries(ftpd) == ["a", "a/g.bin"], describe(sfs, ftpd)
+        after = proxy.commands[proxy.dropped_at:]
+        assert not [c for c in after if c.startswith(("STOR", "APPE"))], after
+        assert [c.split(" ", 1)[0] for c in after
+                if c.startswith(("RNFR", "RNTO"))] == ["RNFR", "RNTO"], after
+        assert "'a/g.bin' is on the server already, as 'a/f.bin'" in \
+            sfs.log(), sfs.log_tail()
+        assert sfs.xattr(g, "error") == ""
+        assert sfs.xattr(g, "remote") == \
+            f"ftp://{ftpd.user}@127.0.0.1:{proxy.port}/a/g.bin"
+    finally:
+        proxy.close()
 
 
 # ------------------------------------------------------------ 7. passwords
