@@ -65,6 +65,9 @@
  */
 #include "backend.h"
 #include "../common/log.h"
+#ifdef SPOOLFS_HAVE_SSH_CTR
+#include "ssh_ctr.h"
+#endif
 
 #include <errno.h>
 #include <fcntl.h>
@@ -136,6 +139,19 @@ static int sc_init_rc;
 
 static void sc_global_init(void)
 {
+#ifdef SPOOLFS_HAVE_SSH_CTR
+	int n = ssh_ctr_install();
+
+	if (n < 0)
+		log_warn("sftp: cannot redirect libssh2's cipher calls "
+			 "(mprotect: %m); AES-CTR runs one block per call");
+	else if (n > 0)
+		log_debug("sftp: libssh2's AES-CTR runs in 16 KiB strides (%d "
+			  "references redirected, backends/ssh_ctr.c)", n);
+	else
+		log_debug("sftp: libssh2's AES-CTR runs one block per call "
+			  "(SPOOLFS_SSH_CTR=0, or no references found)");
+#endif
 	sc_init_rc = libssh2_init(0);
 }
 

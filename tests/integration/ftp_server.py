@@ -378,8 +378,11 @@ class FtpServer:
         self._signal_all(signal.SIGCONT)
 
     def close(self):
+        """Stop the server and remove its directory (kept, with its log,
+        when SPOOLFS_KEEP_FTP_SERVER=1, for a failure to look into)."""
         self.kill()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if os.environ.get("SPOOLFS_KEEP_FTP_SERVER") != "1":
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self):
         return self.start()

@@ -75,6 +75,12 @@ class Server:
     def kill(self):
         self.srv.kill()
 
+    def log(self) -> str:
+        """What the server logged (vsftpd: every command and reply)."""
+        if isinstance(self.srv, FtpServer):
+            return self.srv.protocol_log()
+        return self.srv.log_text()
+
     def start(self):
         self.srv.start()
 
@@ -377,4 +383,6 @@ def test_kill9_at_random_moments_loses_nothing_acknowledged(server, sfs, seed):
         problems.append(f"{rel}: on the server, {why}; its content is from "
                         f"the write of {made}; fresh at each kill: {fresh_log}")
     assert stray_names(server.root) == []
-    assert not problems, "\n".join(problems) + "\n" + sfs.log_tail(80)
+    assert not problems, ("\n".join(problems) + "\n" + sfs.log_tail(80)
+                          + "\nserver log (last lines):\n  "
+                          + "\n  ".join(server.log().splitlines()[-80:]))
