@@ -808,13 +808,14 @@ static void stream_wait_locked(struct spool *sp, int64_t until, int64_t now)
 }
 
 /*
- * Whether JOB's copy is at TO already although its rename from job->rpath
- * failed for want of the source: the daemon can stop (kill -9, a power
- * cut) between a rename on the server and the journal's record of it, and
- * the next mount asks for the same rename again.  It counts as done when
- * TO holds the copy's size and one of the two mtimes it can have (the
- * upload's, or this job's, set just after the rename); anything else stays
- * the error it was.
+ * Whether JOB's copy is at TO already although the rename that was to take
+ * it there (of job->rpath, or of the temp: its commit) finds its source
+ * gone: the daemon can stop (kill -9, a power cut), or the connection
+ * drop, between a rename on the server and the journal's record of it, and
+ * the next try asks for the same rename again.  It counts as done when TO
+ * holds the copy's size and one of the two mtimes it can have (the
+ * upload's, or a meta job's, set just after its rename); anything else
+ * stays the error it was.
  */
 static bool moved_already(struct spoolfs_conn *conn, const struct job *job,
 			  const char *to)
