@@ -549,6 +549,20 @@ static void job_release(struct job *job)
 	free(job->rpath);
 }
 
+/* A temp name for JOB's content beside the name its file has (relpath):
+ * ".spoolfs-TAG-ID-GEN.part", malloc'd, or NULL. */
+static char *tmp_name(const struct job *job)
+{
+	char *dir = dir_of(job->relpath), *name;
+
+	if (!dir || asprintf(&name, "%s%s.spoolfs-%s-%" PRId64 "-%" PRIu64
+			     ".part", dir, *dir ? "/" : "", job->sp->tmp_tag,
+			     job->n->id, job->gen) < 0)
+		name = NULL;
+	free(dir);
+	return name;
+}
+
 /* Take N for this worker: mark it busy and copy what the job needs.  With
  * STREAM, N is still being written (see run_stream()). */
 static int claim_locked(struct job *job, struct spool_dest *d,
@@ -592,15 +606,7 @@ static int claim_locked(struct job *job, struct spool_dest *d,
 			if (n->tmp_to)
 				job->mv_was = strdup(n->tmp_to);
 		} else {
-			char *dir = dir_of(job->relpath);
-
-			if (!dir || asprintf(&job->rtmp, "%s%s.spoolfs-%s-%"
-					     PRId64 "-%" PRIu64 ".part", dir,
-					     *dir ? "/" : "",
-					     d->sp->tmp_tag, n->id,
-					     n->gen) < 0)
-				job->rtmp = NULL;
-			free(dir);
+			job->rtmp = tmp_name(job);
 			/* a split put's temp of this content: from its
 			 * last progress (see split_begin()) */
 			if (job->rtmp && n->rtmp && n->tmp_dest == d &&
@@ -713,17 +719,25 @@ static int put_once(struct spoolfs_conn *conn, struct job *job,
 	return rc;
 }
 
-/* put_once(), creating the directory when the backend says it is missing */
+/* put_once(), creating the temp's directory when the backend says it is
+ * missing */
 static int put_mkdirs(struct spoolfs_conn *conn, struct job *job,
-		      const char *dir, const char *tmp, int fd,
-		      uint64_t offset, uint64_t end, uint64_t *rsize,
-		      struct spoolfs_error *err)
+		      const char *tmp, int fd, uint64_t offset, uint64_t end,
+		      uint64_t *rsize, struct spoolfs_error *err)
 {
+	char *dir;
+	int rc;
+
 	if (put_once(conn, job, tmp, fd, offset, end, rsize, err) == 0)
 		return 0;
-	if (err->code != SPOOLFS_E_NOTFOUND || !*dir)
+	if (err->code != SPOOLFS_E_NOTFOUND || !strchr(tmp, '/'))
 		return -1;
-	if (spoolfs_conn_mkdirs(conn, dir, err) < 0)
+	dir = dir_of(tmp);
+	if (!dir)
+		return spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
+	rc = spoolfs_conn_mkdirs(conn, dir, err);
+	free(dir);
+	if (rc < 0)
 		return -1;
 	return put_once(conn, job, tmp, fd, 0, end, rsize, err);
 }
@@ -958,12 +972,12 @@ static int commit_tmp(struct job *job, struct spoolfs_conn *conn,
 /* Bytes FROM.. of FD into the temp, then commit it (run_upload(),
  * run_stream()). */
 static int put_rest_and_commit(struct job *job, struct spoolfs_conn *conn,
-			       const char *dir, int fd, uint64_t from,
-			       char **final, struct spoolfs_error *err)
+			       int fd, uint64_t from, char **final,
+			       struct spoolfs_error *err)
 {
 	uint64_t rsize = 0;
 
-	if (put_mkdirs(conn, job, dir, job->rtmp, fd, from, job->size, &rsize,
+	if (put_mkdirs(conn, job, job->rtmp, fd, from, job->size, &rsize,
 		       err) < 0)
 		return -1;
 	return commit_tmp(job, conn, job->rtmp, rsize, final, err);
@@ -976,18 +990,12 @@ static int run_upload(struct job *job, struct spoolfs_conn *conn,
 	struct spoolfs_rstat st;
 	bool can_resume = spoolfs_conn_can(conn, SPOOLFS_CAP_RESUME);
 	uint64_t offset = 0;
-	char *dir = NULL;
 	int fd, rc = -1;
 
 	fd = spool_data_open(job->sp, job->n->id, O_RDONLY);
 	if (fd < 0)
 		return spoolfs_error_set(err, SPOOLFS_E_NOTFOUND,
 					 "the spool copy is missing: %m");
-	dir = dir_of(job->relpath);
-	if (!dir) {
-		spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
-		goto out;
-	}
 	/* a name the server can never take: not one byte goes out */
 	if (spoolfs_conn_check_name(conn, job->relpath, err) < 0)
 		goto out;
@@ -1004,6 +1012,21 @@ static int run_upload(struct job *job, struct spoolfs_conn *conn,
 			rc = commit_tmp(job, conn, job->mv_was, job->size,
 					final, err);
 			goto out;
+		} else if (serr.code == SPOOLFS_E_NOTFOUND) {
+			/* nothing to resume: a new temp, beside the name the
+			 * file has now (the old one's directory may be one
+			 * it has left, never made on the server) */
+			char *fresh = tmp_name(job);
+
+			if (!fresh) {
+				spoolfs_error_set(err, SPOOLFS_E_IO,
+						  "out of memory");
+				goto out;
+			}
+			free(job->rtmp);
+			job->rtmp = fresh;
+			job->resume = false;
+			job->resume_at = 0;
 		}
 	}
 	/* a split temp may hold more, beyond a gap: the put overwrites it */
@@ -1014,10 +1037,9 @@ static int run_upload(struct job *job, struct spoolfs_conn *conn,
 	if (offset)
 		log_info("%s: resuming '%s' at byte %" PRIu64 " of %" PRIu64,
 			 job->d->conf->name, job->relpath, offset, job->size);
-	rc = put_rest_and_commit(job, conn, dir, fd, offset, final, err);
+	rc = put_rest_and_commit(job, conn, fd, offset, final, err);
 out:
 	close(fd);
-	free(dir);
 	return rc;
 }
 
@@ -1050,7 +1072,6 @@ static int run_stream(struct job *job, struct spoolfs_conn *conn,
 	struct spool_node *n = job->n;
 	int64_t grew_ms = spool_now_ms();
 	uint64_t sent = 0, end;
-	char *dir = NULL;
 	bool closed;
 	int fd, rc = 1;
 
@@ -1059,8 +1080,7 @@ static int run_stream(struct job *job, struct spoolfs_conn *conn,
 	fd = spool_data_open(sp, n->id, O_RDONLY);
 	if (fd < 0)
 		return 1;
-	dir = dir_of(job->relpath);
-	if (!dir || spoolfs_conn_check_name(conn, job->relpath, err) < 0)
+	if (spoolfs_conn_check_name(conn, job->relpath, err) < 0)
 		goto out;	/* handed back; after close run_upload() says why */
 	if (record_tmp(job, err) < 0) {
 		rc = err->code == SPOOLFS_E_CANCELLED ? -1 : 1;
@@ -1083,7 +1103,7 @@ static int run_stream(struct job *job, struct spoolfs_conn *conn,
 			end = n->size;
 			n->stream_mark = end;
 			pthread_mutex_unlock(&sp->lock);
-			if (put_mkdirs(conn, job, dir, job->rtmp, fd, sent,
+			if (put_mkdirs(conn, job, job->rtmp, fd, sent,
 				       end, NULL, err) < 0) {
 				if (err->code == SPOOLFS_E_CANCELLED) {
 					rc = -1;
@@ -1138,10 +1158,9 @@ static int run_stream(struct job *job, struct spoolfs_conn *conn,
 	pthread_mutex_unlock(&sp->lock);
 	log_debug("%s: '%s' closed with %" PRIu64 " of %" PRIu64 " bytes "
 		  "sent", job->d->conf->name, job->relpath, sent, job->size);
-	rc = put_rest_and_commit(job, conn, dir, fd, sent, final, err);
+	rc = put_rest_and_commit(job, conn, fd, sent, final, err);
 out:
 	close(fd);
-	free(dir);
 	return rc;
 }
 

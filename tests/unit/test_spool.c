@@ -706,6 +706,40 @@ static void test_commit_reply_lost_then_removed(void)
 }
 
 /*
+ * The first put of d1/f fails before anything reaches the server (so d1
+ * is never made there), and d1 is renamed d2 before the retry.  The temp
+ * recorded in d1 is gone, so the retry starts a new one in d2.  Before, it
+ * sent the temp to d1 again, made d2 (the file's directory) when the
+ * server said d1 was missing, failed the same way, and put the file in
+ * .failed/ for good ("no such file or directory"; found by the torture
+ * test).
+ */
+static void test_retry_after_the_directory_was_renamed(void)
+{
+	struct fixture f;
+	const char *err;
+
+	fixture_init(&f, "tmpdir", 1);
+	f.dests[0].backoff_min_ms = f.dests[0].backoff_max_ms = 500;
+	CHECK(fixture_open(&f, true) == 0);
+	spoolfs_faulty_fail(SPOOLFS_FAULTY_PUT, 1, SPOOLFS_E_RESET,
+			    "connection reset");
+	CHECK_EQ_INT(spool_mkdir(f.sp, "/a/d1", 0755, 0, 0), 0);
+	CHECK_EQ_INT(put_file(f.sp, "/a/d1/f", "content", 7), 0);
+	for (int i = 0; i < 2000 &&
+	     !spoolfs_faulty_injected(SPOOLFS_FAULTY_PUT); i++)
+		usleep(1000);
+	CHECK_EQ_INT(spool_rename(f.sp, "/a/d1", "/a/d2", 0), 0);
+	CHECK(wait_state(f.sp, "/a/d2/f", "uploaded"));
+	CHECK(file_has(f.root[0], "d2/f", "content", 7));
+	CHECK_EQ_STR(files_under(f.root[0]), "d2/f ");
+	CHECK(!exists(f.root[0], "d1"));
+	err = xattr(f.sp, "/a/d2/f", "user.spoolfs.error");
+	CHECK(err && strcmp(err, "") == 0);
+	fixture_close(&f);
+}
+
+/*
  * Stopped between create()'s journal row and its data file: the file was
  * never created as far as the caller knew.  It is an empty incomplete file
  * in .failed/, also after a second mount (the daemon's preflight opens the
@@ -867,6 +901,7 @@ int main(void)
 	test_commit_reply_lost_then_renamed();
 	test_commit_reply_lost_then_crash_and_rename();
 	test_commit_reply_lost_then_removed();
+	test_retry_after_the_directory_was_renamed();
 	test_crash_between_row_and_data_file();
 	test_quota();
 	test_volume_order();
