@@ -806,6 +806,15 @@ static struct spool_node *area_mkdirs_locked(struct spool *sp,
 	return dir;
 }
 
+void node_forget_tmp(struct spool_node *n)
+{
+	free(n->rtmp);
+	n->rtmp = NULL;
+	n->tmp_dest = NULL;
+	free(n->tmp_to);
+	n->tmp_to = NULL;
+}
+
 void node_forget_copy(struct spool_node *n)
 {
 	free(n->rpath);
@@ -859,12 +868,10 @@ void node_trash_tmp_locked(struct spool *sp, struct spool_node *n)
 	t->rtmp = n->rtmp;
 	t->tmp_dest = n->tmp_dest;
 	t->tmp_gen = n->tmp_gen;
+	/* handed over; where a commit may have taken it is not followed
+	 * from here (the entry knows no size or mtime to tell the copy by) */
 	n->rtmp = NULL;
-	n->tmp_dest = NULL;
-	/* where a commit may have taken it: not followed from here (the
-	 * entry knows no size or mtime to tell the copy by) */
-	free(n->tmp_to);
-	n->tmp_to = NULL;
+	node_forget_tmp(n);
 	trash_add_locked(sp, t);
 }
 

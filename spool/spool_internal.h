@@ -246,6 +246,8 @@ void spool_inval_drain_locked(struct spool *sp);
 void node_trash_tmp_locked(struct spool *sp, struct spool_node *n);
 /* N no longer knows of an uploaded copy (rpath, rdest); no save. */
 void node_forget_copy(struct spool_node *n);
+/* N no longer knows of a temp (rtmp, tmp_dest, tmp_to); no save. */
+void node_forget_tmp(struct spool_node *n);
 /* N stops pointing at its uploaded copy: to the trash (TRASH, on N's own
  * destination) or left where it is. */
 void node_let_go_of_copy_locked(struct spool *sp, struct spool_node *n,

@@ -894,6 +894,23 @@ static bool committed_already(struct spoolfs_conn *conn, struct job *job)
 }
 
 /*
+ * N's journal note *NOTE (mv_to, tmp_to: where a rename about to go out
+ * takes a copy) says TO: 1 when it changed and was saved, 0 when it said
+ * so already, -1 when the journal could not take it.
+ */
+static int note_locked(struct spool *sp, struct spool_node *n, char **note,
+		       const char *to)
+{
+	if (*note && strcmp(*note, to) == 0)
+		return 0;
+	free(*note);
+	*note = strdup(to);
+	if (!*note || node_save_checked_locked(sp, n) < 0)
+		return -1;
+	return 1;
+}
+
+/*
  * Before the rename that commits JOB's temp to FINAL: the journal says so
  * (tmp_to), for committed_already().  Not synced: the note outlives the
  * daemon (kill -9), and a power cut that takes it costs at worst a second
@@ -907,12 +924,8 @@ static int note_commit(struct job *job, const char *final)
 	int rc = 0;
 
 	pthread_mutex_lock(&sp->lock);
-	if (n->rtmp && strcmp(n->rtmp, job->rtmp) == 0 &&
-	    (!n->tmp_to || strcmp(n->tmp_to, final) != 0)) {
-		free(n->tmp_to);
-		n->tmp_to = strdup(final);
-		rc = n->tmp_to ? node_save_checked_locked(sp, n) : -1;
-	}
+	if (n->rtmp && strcmp(n->rtmp, job->rtmp) == 0)
+		rc = note_locked(sp, n, &n->tmp_to, final);
 	pthread_mutex_unlock(&sp->lock);
 	return rc < 0 ? -1 : 0;
 }
@@ -1175,18 +1188,13 @@ static int note_move(struct job *job, const char *to)
 {
 	struct spool *sp = job->sp;
 	struct spool_node *n = job->n;
-	bool saved = false;
 	int rc = 0;
 
 	pthread_mutex_lock(&sp->lock);
-	if (n->rpath && (!n->mv_to || strcmp(n->mv_to, to) != 0)) {
-		free(n->mv_to);
-		n->mv_to = strdup(to);
-		rc = n->mv_to ? node_save_checked_locked(sp, n) : -1;
-		saved = rc == 0;
-	}
+	if (n->rpath)
+		rc = note_locked(sp, n, &n->mv_to, to);
 	pthread_mutex_unlock(&sp->lock);
-	if (saved && sp->cfg->fsync == SPOOLFS_FSYNC_CLOSE)
+	if (rc > 0 && sp->cfg->fsync == SPOOLFS_FSYNC_CLOSE)
 		rc = spool_sync(sp);
 	return rc < 0 ? -1 : 0;
 }
@@ -1357,13 +1365,8 @@ static void finish_trash_locked(struct job *job, int rc,
 			  "leaving it there", dc->name, what, err->msg);
 	else if (n->attempts > 0)
 		log_info("%s: removed '%s' from the server", dc->name, what);
-	if (job->rtmp) {
-		free(n->rtmp);
-		n->rtmp = NULL;
-		free(n->tmp_to);
-		n->tmp_to = NULL;
-		n->tmp_dest = NULL;
-	}
+	if (job->rtmp)
+		node_forget_tmp(n);
 	if (job->remove_rpath)
 		node_forget_copy(n);
 	if (!n->rtmp && !n->rdest) {
@@ -1383,11 +1386,7 @@ static void finish_ok_locked(struct job *job, char *final)
 	bool drop, mine;
 
 	if (job->kind == JOB_UPLOAD) {
-		free(n->rtmp);
-		n->rtmp = NULL;
-		free(n->tmp_to);
-		n->tmp_to = NULL;
-		n->tmp_dest = NULL;
+		node_forget_tmp(n);
 		n->rdest = d;
 		n->rgen = job->gen;
 	}
