@@ -42,6 +42,11 @@
  * number of times, so ftps offers at most TLS 1.2 (ECDHE + AES-GCM), and a
  * connection whose server refuses 1.2 retries with 1.3 allowed.
  *
+ * CA file.  curl reads and parses the CA file (tls_ca, or the system
+ * bundle) for every TLS connection, and an upload opens one per file: with
+ * OpenSSL, ftp_ca.c reads each file once into a shared certificate store
+ * (read again when the file changes) and hands it to every connection.
+ *
  * Commands and replies.  Our own commands (FEAT, CWD, MKD, MLST, SIZE,
  * MDTM, RNFR, RNTO, DELE, MFMT) go through CURLOPT_QUOTE with curl's '*'
  * prefix ("carry on if it fails"): a failing quote command without it
@@ -83,7 +88,7 @@
  * with TLS is refused on libcurl 7.87/7.88, which cannot do it.
  *
  * Threads: a connection belongs to one thread at a time; the only shared
- * state is curl_global_init(), done once.
+ * state is curl_global_init(), done once, and ftp_ca.c's stores.
  */
 #include "backend.h"
 
@@ -99,6 +104,9 @@
 #include <unistd.h>
 
 #include "../common/log.h"
+#ifdef SPOOLFS_HAVE_FTP_CA
+#include "ftp_ca.h"
+#endif
 
 #define REPLY_MAX 256		/* a reply line kept for messages */
 #define CMDLOG_MAX 64		/* commands remembered per operation */
@@ -163,10 +171,14 @@ struct ftp_op {
 
 static pthread_once_t ftp_once = PTHREAD_ONCE_INIT;
 static CURLcode ftp_init_rc;
+static bool ftp_ca_cache = true;	/* SPOOLFS_FTP_CA_CACHE=0: off */
 
 static void ftp_global_init(void)
 {
+	const char *e = getenv("SPOOLFS_FTP_CA_CACHE");
+
 	ftp_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+	ftp_ca_cache = !(e && strcmp(e, "0") == 0);
 }
 
 /* ---- names and paths ---------------------------------------------------- */
@@ -655,6 +667,20 @@ static CURLcode ftp_perform(struct ftp_conn *fc)
 	return rc;
 }
 
+#ifdef SPOOLFS_HAVE_FTP_CA
+static bool ca_attach(CURL *c, const char *cafile)
+{
+	return ftp_ca_cache && ftp_ca_attach(c, cafile);
+}
+#else
+static bool ca_attach(CURL *c, const char *cafile)
+{
+	(void)c;
+	(void)cafile;
+	return false;
+}
+#endif
+
 /* Reset the handle (or make a new one) and set what every operation needs. */
 static int ftp_prepare(struct ftp_conn *fc, struct spoolfs_error *err)
 {
@@ -725,8 +751,6 @@ static int ftp_prepare(struct ftp_conn *fc, struct spoolfs_error *err)
 			curl_easy_setopt(c, CURLOPT_SSLVERSION,
 					 (long)(CURL_SSLVERSION_DEFAULT |
 						CURL_SSLVERSION_MAX_TLSv1_2));
-		if (d->tls_ca)
-			curl_easy_setopt(c, CURLOPT_CAINFO, d->tls_ca);
 		/*
 		 * A pin alone is the verification (a NAS's self-signed
 		 * certificate): curl checks it even without the chain.
@@ -736,6 +760,9 @@ static int ftp_prepare(struct ftp_conn *fc, struct spoolfs_error *err)
 			curl_easy_setopt(c, CURLOPT_PINNEDPUBLICKEY,
 					 d->tls_pin);
 		chain = d->tls_verify && !(d->tls_pin && !d->tls_ca);
+		/* the CA file read once, not per connection (ftp_ca.c) */
+		if (chain && !ca_attach(c, d->tls_ca) && d->tls_ca)
+			curl_easy_setopt(c, CURLOPT_CAINFO, d->tls_ca);
 		curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, chain ? 1L : 0L);
 		curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, chain ? 2L : 0L);
 	}
@@ -1048,6 +1075,14 @@ static int ftp_fail(struct ftp_conn *fc, CURLcode rc, const struct ftp_op *op,
 			what, fc->fail_code ? fc->fail_reply :
 			curl_words(fc, rc));
 	case CURLE_SSL_CACERT_BADFILE:
+		/* the same words whether curl or ftp_ca.c read the file */
+		if (d->tls_ca)
+			return spoolfs_error_set(err, SPOOLFS_E_CONFIG,
+				"%s failed: cannot read a CA certificate "
+				"from tls_ca '%s'", what, d->tls_ca);
+		return spoolfs_error_set(err, SPOOLFS_E_CONFIG,
+			"%s failed: cannot read the system's CA "
+			"certificates: %s", what, curl_words(fc, rc));
 	case CURLE_SSL_CRL_BADFILE:
 	case CURLE_SSL_CERTPROBLEM:
 	case CURLE_SSL_ENGINE_NOTFOUND:

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from ftp_server import FtpServer, have_vsftpd, pure_ftpd_path
+from ftp_server import FtpServer, have_vsftpd, make_cert, pure_ftpd_path
 from spoolfs_harness import child_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -235,6 +235,56 @@ def test_tls_verify_no(server, tmp_path):
                               extra={"tls_verify": "no"})
     rc, out, err = probe(cfg, "check")
     assert rc == 0, out + [err]
+
+
+@pytest.mark.parametrize("cache", ["on", "off"])
+@pytest.mark.parametrize("server", ["explicit", "implicit"], indirect=True)
+def test_ca_file_read_once_and_again_when_it_changes(server, tmp_path, cache):
+    """tls_ca is read once per process, not once per TLS connection (each
+    file is a data connection of its own), and read again when the file
+    changes: a wrong certificate put in its place refuses the next
+    connection, a file that is not a certificate is a config error, and the
+    right one put back works -- all without a restart, exactly as with the
+    cache turned off (SPOOLFS_FTP_CA_CACHE=0: curl reads the file itself)."""
+    ca = str(tmp_path / "ca.pem")
+    shutil.copy(server.cert, ca)
+    os.mkdir(tmp_path / "other")
+    wrong, _ = make_cert(str(tmp_path / "other"))
+    junk = str(tmp_path / "junk.pem")
+    with open(junk, "w") as f:
+        f.write("not a certificate\n")
+    src = str(tmp_path / "x")
+    write_file(src, 5000)
+    cfg = server.write_config(str(tmp_path), tls_ca=False,
+                              extra={"tls_ca": ca})
+    args = []
+    for i in range(5):
+        args += ["put", src, f"f{i}", "--"]
+    args += ["ca_loads", "--",
+             "install", wrong, ca, "--", "reconnect", "--", "ca_loads", "--",
+             "install", junk, ca, "--", "reconnect", "--",
+             "install", server.cert, ca, "--", "reconnect", "--",
+             "put", src, "after", "--", "ca_loads"]
+    env = {"SPOOLFS_FTP_CA_CACHE": "0"} if cache == "off" else {}
+    rc, out, err = probe(cfg, *args, env=env)
+    res = results(out)
+    loads = [l.split()[2] for l in res if l.startswith("ok ca_loads")]
+    assert len(loads) == 3, res
+    if loads[0] != "off":           # built with backends/ftp_ca.c
+        # 1 control + 5 data connections: one read; then one per change
+        # that loads (the junk does not)
+        assert loads == (["1", "2", "3"] if cache == "on" else ["0"] * 3), res
+    code, msg = error_of(out, "reconnect")
+    assert code == "tls", res
+    assert "certificate of 127.0.0.1 not verified" in msg, msg
+    bad = [l for l in res if l.startswith("error reconnect")]
+    assert len(bad) == 2, res
+    assert bad[1].endswith(f"failed: cannot read a CA certificate from "
+                           f"tls_ca '{ca}'"), res
+    assert res[-2] == "ok put 5000", res
+    assert rc == 1 and len([l for l in res if l.startswith("error")]) == 2
+    for name in [f"f{i}" for i in range(5)] + ["after"]:
+        assert same_file(src, os.path.join(server.home, name)), name
 
 
 # ---- login, names ----------------------------------------------------------

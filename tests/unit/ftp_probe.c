@@ -14,6 +14,11 @@
  *   get REMOTE LOCAL             download
  *   stat PATH | rm PATH | mkdirs DIR | rename FROM TO | mtime PATH SECONDS
  *   sleep MS
+ *   reconnect                    close the connection, open a new one
+ *   install SRC DST              copy local SRC over DST (a temp + rename),
+ *                                e.g. to change tls_ca between commands
+ *   ca_loads                     how often the process read a CA file
+ *                                ("ok ca_loads N"; "off" without ftp_ca.c)
  *
  * Each command prints one line: "ok CMD [details]" or
  * "error CMD CODE MS: MESSAGE" (CODE from spoolfs_err_name(), MS how long
@@ -27,6 +32,9 @@
 #include "../../backends/backend.h"
 #include "../../common/config.h"
 #include "../../common/log.h"
+#ifdef SPOOLFS_HAVE_FTP_CA
+#include "../../backends/ftp_ca.h"
+#endif
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -88,7 +96,8 @@ static int usage(void)
 		"commands: connect, put LOCAL REMOTE [OFFSET], get REMOTE "
 		"LOCAL, stat PATH,\n"
 		"          rm PATH, mkdirs DIR, rename FROM TO, mtime PATH "
-		"SECONDS, sleep MS\n");
+		"SECONDS, sleep MS,\n"
+		"          reconnect, install SRC DST, ca_loads\n");
 	return 2;
 }
 
@@ -137,10 +146,36 @@ static int cmd_get(struct spoolfs_conn *conn, char **a, char *info,
 	return rc;
 }
 
-/* Run one command on CONN; fills *err on failure, *info for "ok". */
-static int run(struct spoolfs_conn *conn, char **a, int n, char *info,
-	       size_t il, struct spoolfs_error *err)
+/* Copy SRC to DST.tmp and rename that over DST. */
+static int cmd_install(const char *src, const char *dst,
+		       struct spoolfs_error *err)
 {
+	char tmp[4096], buf[65536];
+	int in, out = -1;
+	ssize_t n = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", dst);
+	in = open(src, O_RDONLY | O_CLOEXEC);
+	if (in >= 0)
+		out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	while (out >= 0 && (n = read(in, buf, sizeof(buf))) > 0)
+		if (write(out, buf, (size_t)n) != n)
+			n = -1;
+	if (in >= 0)
+		close(in);
+	if (out < 0 || n < 0 || close(out) < 0 || rename(tmp, dst) < 0)
+		return spoolfs_error_set(err, SPOOLFS_E_IO,
+					 "cannot copy '%s' to '%s': %m", src,
+					 dst);
+	return 0;
+}
+
+/* Run one command on *CONN; fills *err on failure, *info for "ok". */
+static int run(const struct spoolfs_dest *dest, struct spoolfs_conn **connp,
+	       char **a, int n, char *info, size_t il,
+	       struct spoolfs_error *err)
+{
+	struct spoolfs_conn *conn = *connp;
 	const char *cmd = a[0];
 
 	*info = '\0';
@@ -148,6 +183,25 @@ static int run(struct spoolfs_conn *conn, char **a, int n, char *info,
 		usleep((useconds_t)atol(a[1]) * 1000);
 		return 0;
 	}
+	if (!strcmp(cmd, "reconnect") && n == 1) {
+		if (conn)
+			spoolfs_conn_close(conn);
+		*connp = spoolfs_conn_open(dest, err);
+		return *connp ? 0 : -1;
+	}
+	if (!strcmp(cmd, "install") && n == 3)
+		return cmd_install(a[1], a[2], err);
+	if (!strcmp(cmd, "ca_loads") && n == 1) {
+#ifdef SPOOLFS_HAVE_FTP_CA
+		snprintf(info, il, "%u", ftp_ca_loads());
+#else
+		snprintf(info, il, "off");
+#endif
+		return 0;
+	}
+	if (!conn)
+		return spoolfs_error_set(err, SPOOLFS_E_CONNECT,
+					 "not connected");
 	if (!strcmp(cmd, "put") && (n == 3 || n == 4))
 		return cmd_put(conn, a, n, info, il, err);
 	if (!strcmp(cmd, "get") && n == 3)
@@ -241,7 +295,8 @@ int main(int argc, char **argv)
 			continue;
 		}
 		t0 = now_ms();
-		if (run(conn, argv + i, n, info, sizeof(info), &err) < 0) {
+		if (run(dest, &conn, argv + i, n, info, sizeof(info),
+			&err) < 0) {
 			printf("error %s %s %lld: %s\n", argv[i],
 			       spoolfs_err_name(err.code), now_ms() - t0,
 			       err.msg);
@@ -251,7 +306,8 @@ int main(int argc, char **argv)
 		}
 		i += n + 1;
 	}
-	spoolfs_conn_close(conn);
+	if (conn)
+		spoolfs_conn_close(conn);
 	spoolfs_config_release(&cfg);
 	return status;
 }
