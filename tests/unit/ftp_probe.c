@@ -37,6 +37,7 @@
 #endif
 
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,18 +153,24 @@ static int cmd_install(const char *src, const char *dst,
 {
 	char tmp[4096], buf[65536];
 	int in, out = -1;
-	ssize_t n = 0;
+	ssize_t n = -1;
+	bool ok;
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", dst);
 	in = open(src, O_RDONLY | O_CLOEXEC);
 	if (in >= 0)
 		out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	while (out >= 0 && (n = read(in, buf, sizeof(buf))) > 0)
-		if (write(out, buf, (size_t)n) != n)
+		if (write(out, buf, (size_t)n) != n) {
 			n = -1;
+			break;
+		}
 	if (in >= 0)
 		close(in);
-	if (out < 0 || n < 0 || close(out) < 0 || rename(tmp, dst) < 0)
+	ok = out >= 0 && n == 0;
+	if (out >= 0 && close(out) < 0)
+		ok = false;
+	if (!ok || rename(tmp, dst) < 0)
 		return spoolfs_error_set(err, SPOOLFS_E_IO,
 					 "cannot copy '%s' to '%s': %m", src,
 					 dst);
