@@ -14,6 +14,8 @@ Covers issue 4's "through the mount" list, for each server and mode:
     server (or FTP itself) cannot store end in .failed/ with the reason;
   - a self-signed certificate without tls_ca -> .failed/ with a
     certificate error; with tls_ca it works;
+  - tls_ca holding the wrong certificate -> .failed/; the right one put
+    into that file while mounted, `mv` out of .failed/ -> uploaded;
   - a wrong password -> .failed/ with the server's 530 reply;
   - a name with CR or LF -> .failed/ with a clear error, a canary file on
     the server untouched and no byte of the name on the control connection
@@ -40,12 +42,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from ftp_server import ControlProxy, FtpServer, have_vsftpd, pure_ftpd_path
+from ftp_server import (ControlProxy, FtpServer, have_vsftpd, make_cert,
+                        pure_ftpd_path)
 from spoolfs_harness import (all_xattrs, child_env, make_big_file,
                              make_flat_tree, pseudo_random,
                              rename_onto_held_names, run, sha256,
@@ -119,7 +123,8 @@ def ftpd(request, servers):
 def add_nas(sfs, srv: FtpServer, name="nas", password=None, tls_ca=True,
             **keys):
     """[dest NAME] on SRV with its user and a password_file (the right
-    password unless given); tls_mode and tls_ca for FTPS."""
+    password unless given); tls_mode and tls_ca for FTPS (the server's
+    certificate, or the file TLS_CA names)."""
     pw = sfs.root / f"{name}.pass"
     pw.write_text((srv.password if password is None else password) + "\n")
     os.chmod(pw, 0o600)
@@ -128,7 +133,7 @@ def add_nas(sfs, srv: FtpServer, name="nas", password=None, tls_ca=True,
     if srv.mode != "plain":
         opts["tls_mode"] = srv.mode
         if tls_ca:
-            opts["tls_ca"] = srv.cert
+            opts["tls_ca"] = srv.cert if tls_ca is True else tls_ca
     opts.update(keys)
     sfs.add_dest(name, url=srv.url(), **opts)
 
@@ -341,6 +346,41 @@ def test_self_signed_certificate_needs_tls_ca(ftpd, sfs):
     upload_one(sfs, ftpd, "with-ca/y.jpg", data, dest="ok")
     assert server_entries(ftpd) == ["with-ca", "with-ca/y.jpg"]
     assert len(re.findall(r"upload of 'sub/x\.jpg'", sfs.log())) == 1
+
+
+@pytest.mark.parametrize("ftpd", [p for p in VSFTPD
+                                  if p.values[0][1] == "explicit"],
+                         indirect=True)
+def test_tls_ca_renewed_while_mounted_then_mv_out_of_failed(ftpd, sfs,
+                                                            tmp_path):
+    """tls_ca holds the wrong certificate (the NAS's old one, say): the
+    file is refused and kept in .failed/.  The right certificate is copied
+    into that same file while the mount runs, and `mv` out of .failed/
+    uploads it: no remount (spoolfs reads a CA file once, and again when
+    it changes)."""
+    ca = sfs.root / "nas-ca.pem"
+    (tmp_path / "old").mkdir()
+    shutil.copy(make_cert(str(tmp_path / "old"))[0], ca)
+    add_nas(sfs, ftpd, tls_ca=str(ca), retries=5)
+    sfs.allow_log(r"^spoolfs: error: nas: upload of 'renewed/x\.jpg' .* "
+                  r"failed: connect to .*certificate .*; kept in "
+                  r"nas/\.failed/")
+    mount(sfs)
+    data = pseudo_random(200_000, 5)
+    write_file(sfs.m("nas", "renewed/x.jpg"), data)
+    f = wait_failed(sfs, ftpd, "renewed/x.jpg")
+    err = sfs.xattr(f, "error")
+    assert "certificate of 127.0.0.1 not verified" in err, err
+    assert sfs.xattr(f, "attempts") == "1"       # permanent: no retries
+    assert server_entries(ftpd) == []
+
+    shutil.copy(ftpd.cert, ca)                  # in place: the same inode
+    dst = sfs.m("nas", "renewed/x.jpg")
+    run(["mv", f, dst])
+    sfs.wait_uploaded(dst, timeout=30)
+    assert (home(ftpd) / "renewed/x.jpg").read_bytes() == data
+    assert server_entries(ftpd) == ["renewed", "renewed/x.jpg"]
+    assert sfs.failed("nas") == [] and sfs.pending("nas") == []
 
 
 # ------------------------------------------------------------ 3. login
