@@ -104,9 +104,7 @@
 #include <unistd.h>
 
 #include "../common/log.h"
-#ifdef SPOOLFS_HAVE_FTP_CA
 #include "ftp_ca.h"
-#endif
 
 #define REPLY_MAX 256		/* a reply line kept for messages */
 #define CMDLOG_MAX 64		/* commands remembered per operation */
@@ -667,20 +665,6 @@ static CURLcode ftp_perform(struct ftp_conn *fc)
 	return rc;
 }
 
-#ifdef SPOOLFS_HAVE_FTP_CA
-static bool ca_attach(CURL *c, const char *cafile)
-{
-	return ftp_ca_cache && ftp_ca_attach(c, cafile);
-}
-#else
-static bool ca_attach(CURL *c, const char *cafile)
-{
-	(void)c;
-	(void)cafile;
-	return false;
-}
-#endif
-
 /* Reset the handle (or make a new one) and set what every operation needs. */
 static int ftp_prepare(struct ftp_conn *fc, struct spoolfs_error *err)
 {
@@ -761,7 +745,8 @@ static int ftp_prepare(struct ftp_conn *fc, struct spoolfs_error *err)
 					 d->tls_pin);
 		chain = d->tls_verify && !(d->tls_pin && !d->tls_ca);
 		/* the CA file read once, not per connection (ftp_ca.c) */
-		if (chain && !ca_attach(c, d->tls_ca) && d->tls_ca)
+		if (chain && !(ftp_ca_cache && ftp_ca_attach(c, d->tls_ca)) &&
+		    d->tls_ca)
 			curl_easy_setopt(c, CURLOPT_CAINFO, d->tls_ca);
 		curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, chain ? 1L : 0L);
 		curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, chain ? 2L : 0L);

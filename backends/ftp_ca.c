@@ -149,11 +149,14 @@ static struct ca_store *store_find(const char *file, const char *dir)
 	return e;
 }
 
-static bool curl_is_openssl(void)
+static pthread_once_t ca_once = PTHREAD_ONCE_INIT;
+static bool ca_openssl;		/* curl's TLS library is OpenSSL */
+
+static void ca_init(void)
 {
 	const char *v = curl_version_info(CURLVERSION_NOW)->ssl_version;
 
-	return v && strncmp(v, "OpenSSL/", 8) == 0;
+	ca_openssl = v && strncmp(v, "OpenSSL/", 8) == 0;
 }
 
 bool ftp_ca_attach(CURL *c, const char *cafile)
@@ -161,7 +164,8 @@ bool ftp_ca_attach(CURL *c, const char *cafile)
 	const char *file = cafile, *dir = NULL;
 	struct ca_store *e;
 
-	if (!curl_is_openssl())
+	pthread_once(&ca_once, ca_init);
+	if (!ca_openssl)
 		return false;
 	if (!file) {
 		/* curl's built-in defaults (CURLINFO_CAINFO: curl 7.84) */

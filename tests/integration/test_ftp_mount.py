@@ -319,6 +319,20 @@ def test_cp_r_odd_names_big_and_many_files(ftpd, sfs):
 
 # ------------------------------------------------------------ 2. TLS
 
+def refused_for_its_certificate(sfs, srv, rel, data):
+    """Write REL into nas; the server's certificate does not verify: it
+    lands in nas/.failed/ after one attempt with its content, nothing on
+    the server.  Returns (its path in .failed/, its error)."""
+    write_file(sfs.m("nas", rel), data)
+    f = wait_failed(sfs, srv, rel)
+    err = sfs.xattr(f, "error")
+    assert "certificate of 127.0.0.1 not verified" in err, err
+    assert sfs.xattr(f, "attempts") == "1"       # permanent: no retries
+    assert f.read_bytes() == data
+    assert server_entries(srv) == []             # nothing written
+    return f, err
+
+
 @pytest.mark.parametrize("ftpd", TLS_SERVERS, indirect=True)
 def test_self_signed_certificate_needs_tls_ca(ftpd, sfs):
     """Without tls_ca the self-signed certificate is refused before login
@@ -329,17 +343,11 @@ def test_self_signed_certificate_needs_tls_ca(ftpd, sfs):
                   r"connect to .*certificate .*; kept in nas/\.failed/")
     mount(sfs)
     data = pseudo_random(100_000, 3)
-    write_file(sfs.m("nas", "sub/x.jpg"), data)
-    f = wait_failed(sfs, ftpd, "sub/x.jpg")
-    err = sfs.xattr(f, "error")
+    f, err = refused_for_its_certificate(sfs, ftpd, "sub/x.jpg", data)
     assert err.startswith(f"nas: upload of 'sub/x.jpg' to "
                           f"{remote_prefix(ftpd)}sub/x.jpg failed: "), err
-    assert "certificate of 127.0.0.1 not verified" in err, err
     assert "self-signed" in err or "self signed" in err, err
     assert "set tls_ca" in err, err
-    assert sfs.xattr(f, "attempts") == "1"       # permanent: no retries
-    assert f.read_bytes() == data
-    assert server_entries(ftpd) == []            # nothing written
     if ftpd.impl == "vsftpd":                    # it logs every command
         assert not re.search(r'FTP command: .*"USER', ftpd.protocol_log())
 
@@ -367,12 +375,7 @@ def test_tls_ca_renewed_while_mounted_then_mv_out_of_failed(ftpd, sfs,
                   r"nas/\.failed/")
     mount(sfs)
     data = pseudo_random(200_000, 5)
-    write_file(sfs.m("nas", "renewed/x.jpg"), data)
-    f = wait_failed(sfs, ftpd, "renewed/x.jpg")
-    err = sfs.xattr(f, "error")
-    assert "certificate of 127.0.0.1 not verified" in err, err
-    assert sfs.xattr(f, "attempts") == "1"       # permanent: no retries
-    assert server_entries(ftpd) == []
+    f, _ = refused_for_its_certificate(sfs, ftpd, "renewed/x.jpg", data)
 
     shutil.copy(ftpd.cert, ca)                  # in place: the same inode
     dst = sfs.m("nas", "renewed/x.jpg")
