@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 
 struct spool_journal {
 	sqlite3 *db;
@@ -28,6 +28,8 @@ struct spool_journal {
 	sqlite3_stmt *st_save;
 	sqlite3_stmt *st_delete;
 	sqlite3_stmt *st_event;
+	sqlite3_stmt *st_inline_put;
+	sqlite3_stmt *st_inline_delete;
 	int walfd;		/* the -wal file, for spool_journal_sync() */
 	int64_t next_id;	/* the id the next insert gets */
 	int depth;		/* nesting of spool_journal_begin() */
@@ -74,7 +76,11 @@ static const char schema[] =
 	" path TEXT NOT NULL,"
 	" kind TEXT NOT NULL,"
 	" msg TEXT);"
-	"CREATE INDEX IF NOT EXISTS events_node ON events(node);";
+	"CREATE INDEX IF NOT EXISTS events_node ON events(node);"
+	/* schema 4: the content of small files, committed with their row */
+	"CREATE TABLE IF NOT EXISTS inline ("
+	" id INTEGER PRIMARY KEY,"
+	" data BLOB NOT NULL);";
 
 #define COLS "id, parent, dest, area, name, is_dir, state, size, mtime_ns, " \
 	"ctime_ns, mode, uid, gid, attempts, error, ready_at, gen, has_data, " \
@@ -184,13 +190,13 @@ int spool_journal_open(struct spool_journal **jp, const char *path,
 			 SCHEMA_VERSION);
 		goto out_close;
 	}
-	/* schema 1 had no mv_to, 2 no tmp_to */
+	/* schema 1 had no mv_to, 2 no tmp_to, 3 no inline table */
 	if ((version == 1 &&
 	     exec(j, "ALTER TABLE nodes ADD COLUMN mv_to TEXT") < 0) ||
 	    (version >= 1 && version < 3 &&
 	     exec(j, "ALTER TABLE nodes ADD COLUMN tmp_to TEXT") < 0) ||
 	    exec(j, schema) < 0 ||
-	    exec(j, "PRAGMA user_version=" "3") < 0)
+	    exec(j, "PRAGMA user_version=" "4") < 0)
 		goto out_sqlerr;
 	/*
 	 * sqlite keeps the -wal file (the same inode) while a connection is
@@ -220,7 +226,11 @@ int spool_journal_open(struct spool_journal **jp, const char *path,
 	    prepare(j, &j->st_delete, "DELETE FROM nodes WHERE id=?") < 0 ||
 	    prepare(j, &j->st_event,
 		    "INSERT INTO events (time_ms, node, dest, path, kind, msg)"
-		    " VALUES (?,?,?,?,?,?)") < 0)
+		    " VALUES (?,?,?,?,?,?)") < 0 ||
+	    prepare(j, &j->st_inline_put,
+		    "REPLACE INTO inline (id, data) VALUES (?,?)") < 0 ||
+	    prepare(j, &j->st_inline_delete,
+		    "DELETE FROM inline WHERE id=?") < 0)
 		goto out_sqlerr;
 	/*
 	 * Ids are never reused, not even the highest after its row went (as
@@ -254,6 +264,8 @@ void spool_journal_close(struct spool_journal *j)
 	sqlite3_finalize(j->st_save);
 	sqlite3_finalize(j->st_delete);
 	sqlite3_finalize(j->st_event);
+	sqlite3_finalize(j->st_inline_put);
+	sqlite3_finalize(j->st_inline_delete);
 	sqlite3_close(j->db);
 	if (j->walfd >= 0)
 		close(j->walfd);
@@ -342,7 +354,56 @@ int spool_journal_sync(struct spool_journal *j)
 int spool_journal_delete(struct spool_journal *j, int64_t id)
 {
 	sqlite3_bind_int64(j->st_delete, 1, id);
-	return step_done(j, j->st_delete);
+	if (step_done(j, j->st_delete) < 0)
+		return -1;
+	/* after the row: a row never outlives the content it wants */
+	return spool_journal_inline_delete(j, id);
+}
+
+int spool_journal_inline_put(struct spool_journal *j, int64_t id,
+			     const void *data, size_t len)
+{
+	sqlite3_bind_int64(j->st_inline_put, 1, id);
+	/* a zero-length blob is still a blob, not NULL */
+	sqlite3_bind_blob64(j->st_inline_put, 2, len ? data : "", len,
+			    SQLITE_STATIC);
+	return step_done(j, j->st_inline_put);
+}
+
+int spool_journal_inline_delete(struct spool_journal *j, int64_t id)
+{
+	sqlite3_bind_int64(j->st_inline_delete, 1, id);
+	return step_done(j, j->st_inline_delete);
+}
+
+int spool_journal_inline_load(struct spool_journal *j,
+			      int (*fn)(void *arg, int64_t id,
+					const void *data, size_t len),
+			      void *arg)
+{
+	sqlite3_stmt *st;
+	int rc = 0, s;
+
+	if (sqlite3_prepare_v2(j->db, "SELECT id, data FROM inline ORDER BY id",
+			       -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+		const void *data = sqlite3_column_blob(st, 1);
+		size_t len = (size_t)sqlite3_column_bytes(st, 1);
+
+		rc = fn(arg, sqlite3_column_int64(st, 0), data, len);
+		if (rc < 0)
+			break;
+	}
+	if (rc == 0 && s != SQLITE_DONE)
+		rc = -1;
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int spool_journal_inline_clear(struct spool_journal *j)
+{
+	return exec(j, "DELETE FROM inline");
 }
 
 int spool_journal_begin(struct spool_journal *j)

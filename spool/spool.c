@@ -263,9 +263,12 @@ static void node_free(struct spool_node *n)
 
 void node_put_locked(struct spool *sp, struct spool_node *n)
 {
-	(void)sp;
-	if (--n->refs <= 0 && !n->linked && !n->is_root)
+	if (--n->refs <= 0 && !n->linked && !n->is_root) {
+		/* its row went, and its inline copy with it */
+		if (n->inlined)
+			sp->inline_bytes -= n->inline_len;
 		node_free(n);
+	}
 }
 
 static struct spool_dest *dest_by_name(struct spool *sp, const char *name,
@@ -345,6 +348,62 @@ struct spool_dest *node_job_dest_locked(const struct spool_node *n)
 	return n->target ? n->target : n->dest;
 }
 
+/*
+ * Inline copies.  With fsync = close, a file is on disk when its close()
+ * returns.  For a small file, fdatasync of its data file (and for a
+ * recycled one, of the data directory that holds its new name) would be
+ * two or three flushes of the disk per close, on top of the journal's; so
+ * commit_written() puts the content into the journal's inline table in the
+ * transaction that queues the file, and the one fsync of the journal makes
+ * both durable.  The data file is then not known to be on disk, and the
+ * inline copy stays until:
+ *  - the row no longer wants content (uploaded and freed, removed,
+ *    superseded): the save that says so drops it (node_save_checked_locked,
+ *    spool_journal_delete);
+ *  - the content is about to change (content_changed_locked()): the data
+ *    file is fsynced first, because from then on the journal may say
+ *    "writing", and the next mount takes such a data file as it is;
+ *  - the next close commits the file again: replaced, or dropped when that
+ *    close goes the fsync way.
+ * The mount after a crash writes every inline copy whose row wants content
+ * back into its data file, fsyncs, and empties the table (restore_inline()).
+ * N->inlined is true whenever the table may hold a copy for N: a stale copy
+ * left behind would be written back over newer content.
+ */
+static void inline_drop_locked(struct spool *sp, struct spool_node *n)
+{
+	if (spool_journal_inline_delete(sp->j, n->id) < 0)
+		return;		/* stays inlined: dropped at a later save */
+	sp->inline_bytes -= n->inline_len;
+	n->inline_len = 0;
+	n->inlined = false;
+}
+
+/* The data file of N on disk, then N's inline copy dropped.  0 or -errno. */
+static int inline_unguard_locked(struct spool *sp, struct spool_node *n)
+{
+	int fd, rc = 0;
+
+	if (!n->inlined)
+		return 0;
+	if (n->has_data) {
+		fd = spool_data_open(sp, n->id, O_RDONLY);
+		if (fd < 0 || fdatasync(fd) < 0 ||
+		    (n->data_renamed && fsync(sp->datafd) < 0))
+			rc = -errno;
+		if (fd >= 0)
+			close(fd);
+		if (rc < 0) {
+			log_error("%s: cannot fsync spool copy of '%s': %s",
+				  n->dest->conf->name, n->name, strerror(-rc));
+			return rc;
+		}
+		n->data_renamed = false;
+	}
+	inline_drop_locked(sp, n);
+	return 0;
+}
+
 static void node_to_row(const struct spool_node *n, struct spool_row *r)
 {
 	memset(r, 0, sizeof(*r));
@@ -389,6 +448,9 @@ int node_save_checked_locked(struct spool *sp, struct spool_node *n)
 	node_to_row(n, &r);
 	if (spool_journal_save(sp->j, &r) < 0)
 		return spool_journal_errno(sp->j);
+	/* after the row that no longer wants it */
+	if (n->inlined && !n->has_data)
+		inline_drop_locked(sp, n);
 	return 0;
 }
 
@@ -1769,7 +1831,12 @@ static int content_changed_locked(struct spool *sp, struct spool_node *n,
 				  uint64_t from)
 {
 	bool overwrite = n->has_data && from < n->size;
+	int rc;
 
+	/* an inline copy no longer guards it once the row says "writing" */
+	if (n->state != SPOOL_WRITING &&
+	    (rc = inline_unguard_locked(sp, n)) < 0)
+		return rc;
 	n->wseq++;
 	n->mtime = n->ctime = now_ts();
 	if (n->state == SPOOL_WRITING) {
@@ -1788,8 +1855,7 @@ static int content_changed_locked(struct spool *sp, struct spool_node *n,
 	node_set_state_locked(sp, n, SPOOL_WRITING);
 	node_save_locked(sp, n);
 	if (overwrite && sp->cfg->fsync == SPOOLFS_FSYNC_CLOSE) {
-		int rc = spool_sync(sp);
-
+		rc = spool_sync(sp);
 		if (rc < 0) {
 			log_error("%s: cannot fsync the journal before '%s' is "
 				  "rewritten: %s", n->dest->conf->name, n->name,
@@ -2236,18 +2302,42 @@ out:
 	return rc;
 }
 
+/* Read the SIZE bytes of a small written file for its inline copy. */
+static void *inline_read(int fd, uint64_t size)
+{
+	char *buf = malloc(size ? size : 1);
+	size_t got = 0;
+
+	while (buf && got < size) {
+		ssize_t r = pread(fd, buf + got, size - got, (off_t)got);
+
+		if (r <= 0) {
+			if (r < 0 && errno == EINTR)
+				continue;
+			free(buf);
+			return NULL;	/* short: the fsync way, which knows */
+		}
+		got += (size_t)r;
+	}
+	return buf;
+}
+
 /*
- * Commit a written file: fsync it (and, for a recycled data file, the data
- * directory that holds its new name), queue it, then fsync the journal.
- * The journal's fsync runs without the lock: workers and other writers go
- * on meanwhile.  Its failure fails the close() but leaves the file queued.
+ * Commit a written file: make it durable, queue it, then fsync the
+ * journal.  A small file's content goes into the journal with its row (see
+ * "Inline copies"); a bigger one's data file is fsynced first (and, for a
+ * recycled data file, the data directory that holds its new name).  The
+ * journal's fsync runs without the lock: workers and other writers go on
+ * meanwhile.  Its failure fails the close() but leaves the file queued.
  */
 static int commit_written(struct spool_handle *h)
 {
 	struct spool *sp = h->sp;
 	struct spool_node *n = h->node;
 	bool durable = sp->cfg->fsync == SPOOLFS_FSYNC_CLOSE, renamed, saved;
-	uint64_t seq;
+	bool small;
+	uint64_t seq, size;
+	void *copy;
 	int rc = 0;
 
 	pthread_mutex_lock(&sp->lock);
@@ -2262,11 +2352,16 @@ static int commit_written(struct spool_handle *h)
 		return rc;
 	}
 	seq = n->wseq;
+	size = n->size;
 	renamed = n->data_renamed;
+	small = durable && size <= INLINE_FILE_MAX &&
+		sp->inline_bytes - (n->inlined ? n->inline_len : 0) + size <=
+		INLINE_TOTAL_MAX;
 	pthread_mutex_unlock(&sp->lock);
 
-	if (durable && (fdatasync(h->fd) < 0 ||
-			(renamed && fsync(sp->datafd) < 0))) {
+	copy = small ? inline_read(h->fd, size) : NULL;
+	if (durable && !copy && (fdatasync(h->fd) < 0 ||
+				 (renamed && fsync(sp->datafd) < 0))) {
 		rc = -errno;
 		log_error("%s: cannot fsync spool copy of '%s': %m",
 			  n->dest->conf->name, n->name);
@@ -2275,19 +2370,43 @@ static int commit_written(struct spool_handle *h)
 
 	pthread_mutex_lock(&sp->lock);
 	saved = false;
-	if (durable && renamed)
+	if (durable && renamed && !copy)
 		n->data_renamed = false;
 	if (n->linked && n->state == SPOOL_WRITING && n->wseq == seq &&
 	    n->area == SPOOL_AREA_MAIN) {
-		n->committed_wseq = seq;
-		node_set_state_locked(sp, n, SPOOL_QUEUED);
-		n->ready_at = spool_now_ms() + (int64_t)sp->cfg->settle_ms;
-		rc = node_save_checked_locked(sp, n);
+		spool_journal_begin(sp->j);
+		if (copy) {
+			/* inlined first: a copy may be there from now on */
+			sp->inline_bytes += size -
+					    (n->inlined ? n->inline_len : 0);
+			n->inlined = true;
+			n->inline_len = (uint32_t)size;
+			if (spool_journal_inline_put(sp->j, n->id, copy,
+						     size) < 0)
+				rc = spool_journal_errno(sp->j);
+		} else if (n->inlined) {
+			/* the fsync way: an older copy must not come back */
+			inline_drop_locked(sp, n);
+			if (n->inlined)
+				rc = spool_journal_errno(sp->j);
+		}
+		if (rc == 0) {
+			n->committed_wseq = seq;
+			node_set_state_locked(sp, n, SPOOL_QUEUED);
+			n->ready_at = spool_now_ms() +
+				      (int64_t)sp->cfg->settle_ms;
+			rc = node_save_checked_locked(sp, n);
+			if (rc < 0)
+				node_set_state_locked(sp, n, SPOOL_WRITING);
+		}
+		if (spool_journal_commit(sp->j) < 0 && rc == 0) {
+			rc = spool_journal_errno(sp->j);
+			node_set_state_locked(sp, n, SPOOL_WRITING);
+		}
 		if (rc < 0) {
 			log_error("%s: cannot queue '%s': journal: %s",
 				  n->dest->conf->name, n->name,
 				  spool_journal_errmsg(sp->j));
-			node_set_state_locked(sp, n, SPOOL_WRITING);
 		} else {
 			node_requeue_locked(sp, n);
 			saved = true;
@@ -2296,6 +2415,7 @@ static int commit_written(struct spool_handle *h)
 	if (n->streaming)
 		pthread_cond_broadcast(&sp->stream_cond);
 	pthread_mutex_unlock(&sp->lock);
+	free(copy);
 	if (saved && durable) {
 		rc = spool_sync(sp);
 		if (rc < 0)
@@ -2657,6 +2777,97 @@ static void sweep_data_dir(struct spool *sp, struct loader *ld)
 	closedir(dir);
 }
 
+struct inline_restore {
+	struct loader *ld;
+	size_t restored;
+	int err;		/* the first failure, as -errno */
+	char what[160];
+};
+
+/* Write the inline copy of row ID back into its data file, if the row
+ * wants content ("writing": the data file as it is, which the change of
+ * state had fsynced; see "Inline copies"). */
+static int restore_one(void *arg, int64_t id, const void *data, size_t len)
+{
+	struct inline_restore *ir = arg;
+	struct spool *sp = ir->ld->sp;
+	struct spool_node *n = find_loaded(ir->ld, id);
+	size_t done = 0;
+	int fd;
+
+	if (!n || n->is_dir || !n->has_data || n->state == SPOOL_WRITING)
+		return 0;
+	if (n->size != len) {
+		/* not what its row committed: the data file is as good */
+		log_warn("%s: inline copy of '%s' (id %" PRId64 ") is %zu "
+			 "bytes, its row says %" PRIu64 ": not used",
+			 n->dest->conf->name, n->name, id, len, n->size);
+		return 0;
+	}
+	fd = spool_data_open(sp, id, O_WRONLY | O_CREAT | O_TRUNC);
+	while (fd >= 0 && done < len) {
+		ssize_t w = write(fd, (const char *)data + done, len - done);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			if (w == 0)
+				errno = EIO;
+			break;
+		}
+		done += (size_t)w;
+	}
+	if (fd < 0 || done < len || fdatasync(fd) < 0) {
+		ir->err = -errno;
+		snprintf(ir->what, sizeof(ir->what), "'%s' (id %" PRId64 ")",
+			 n->name, id);
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	ir->restored++;
+	return 0;
+}
+
+/*
+ * After a crash, the data files of small files committed inline may not be
+ * on disk: write them back from the journal, fsync, then empty the inline
+ * table.  A failure fails the mount (nothing is lost: the journal keeps
+ * the copies for the next one).
+ */
+static int restore_inline(struct spool *sp, struct loader *ld, char *errbuf,
+			  size_t errlen)
+{
+	struct inline_restore ir = { .ld = ld };
+
+	if (spool_journal_inline_load(sp->j, restore_one, &ir) < 0) {
+		if (ir.err)
+			snprintf(errbuf, errlen, "cannot write the spool copy "
+				 "of %s back from the journal into %s/data: %s",
+				 ir.what, sp->dir, strerror(-ir.err));
+		else
+			snprintf(errbuf, errlen, "cannot read the inline "
+				 "copies in the journal: %s",
+				 spool_journal_errmsg(sp->j));
+		return -1;
+	}
+	if (ir.restored && fsync(sp->datafd) < 0) {
+		snprintf(errbuf, errlen, "cannot fsync %s/data: %s", sp->dir,
+			 strerror(errno));
+		return -1;
+	}
+	if (spool_journal_inline_clear(sp->j) < 0) {
+		snprintf(errbuf, errlen, "cannot empty the inline copies in "
+			 "the journal: %s", spool_journal_errmsg(sp->j));
+		return -1;
+	}
+	if (ir.restored)
+		log_info("recovered spool: %zu small files written back from "
+			 "the journal", ir.restored);
+	return 0;
+}
+
 static int recover(struct spool *sp, struct loader *ld, char *errbuf,
 		   size_t errlen)
 {
@@ -2681,6 +2892,8 @@ static int recover(struct spool *sp, struct loader *ld, char *errbuf,
 			return -1;
 		}
 	}
+	if (restore_inline(sp, ld, errbuf, errlen) < 0)
+		return -1;
 	sweep_data_dir(sp, ld);
 	spool_journal_begin(sp->j);
 	for (size_t i = 0; i < ld->n; i++) {

@@ -53,6 +53,13 @@ struct worker;
 /* ... and when idle, for drops this old. */
 #define DROP_SYNC_MS 1000
 
+/* A small file's close commits its content into the journal instead of
+ * fsyncing its data file (spool.c, commit_written()): files of at most
+ * INLINE_FILE_MAX bytes, while the inline copies hold INLINE_TOTAL_MAX or
+ * less in all. */
+#define INLINE_FILE_MAX (32u << 10)
+#define INLINE_TOTAL_MAX (32u << 20)
+
 /* A data file whose row no longer wants it, kept as data/drop.ID until the
  * journal saying so is on disk (spool.c). */
 struct spool_drop {
@@ -94,6 +101,10 @@ struct spool_node {
 	bool has_data;
 	bool data_renamed;		/* its data file was recycled (renamed)
 					 * and the directory not fsynced since */
+	bool inlined;			/* the journal may hold an inline copy
+					 * of its content: the data file is not
+					 * known to be on disk (spool.c) */
+	uint32_t inline_len;		/* bytes of that copy */
 	struct spool_dest *target;	/* fallback being tried, NULL = dest */
 	struct spool_dest *rdest;	/* remote copy */
 	char *rpath;
@@ -184,6 +195,7 @@ struct spool {
 	atomic_uint_least64_t syncs_begun;	/* spool_sync() calls begun */
 	atomic_uint_least64_t synced;	/* the latest of them that succeeded */
 	uint64_t used;			/* [L] bytes of content not uploaded */
+	uint64_t inline_bytes;		/* [L] in the journal's inline copies */
 	bool stopping;			/* [L] */
 	bool started;
 	uid_t uid;

@@ -305,3 +305,109 @@ def test_a_rewrite_puts_the_journal_on_disk_before_the_old_bytes_change(
     wait_until(lambda: (dest / "doc.txt").read_bytes() == want, 20,
                "the rewritten file on the destination",
                state=lambda: sfs.describe([f]))
+
+
+INLINE_MAX = 32 * 1024      # spool_internal.h INLINE_FILE_MAX
+
+
+def data_ids_by_size(sfs) -> dict[int, str]:
+    """The numeric spool data files (node ids), by their size."""
+    d = sfs.data_dir()
+    out = {}
+    for n in os.listdir(d):
+        if n.isdigit():
+            size = (d / n).stat().st_size
+            assert size not in out, f"two data files of {size} bytes"
+            out[size] = n
+    return out
+
+
+@pytest.mark.allow_log(r"small files written back from the journal")
+def test_small_files_come_back_from_the_journal_after_a_power_cut(sfs):
+    """A small file's close() commits its content into the journal with
+    its row and fsyncs only the journal, not the data file: one flush of
+    the disk instead of two or three.  So a power cut may take the data
+    file back (never written, emptied, or its name from the recycled pool
+    lost), and the next mount must write it back from the journal.  Here
+    the power cut is staged after a kill -9: three files' data files are
+    emptied, zeroed or renamed to a pool name; a file above the inline size
+    went the fsync way and is left alone.  Every file must arrive byte for
+    byte, none in .failed/."""
+    dest = sfs.add_dest("local")
+    sfs.set_spool(settle="5s")          # the uploads wait: all stay queued
+    sfs.mount()
+    files = {
+        "a.xmp": pseudo_random(1000, 51),
+        "sub/b.txt": pseudo_random(INLINE_MAX, 52),     # the largest inlined
+        "empty": b"",
+        "c.jpg": pseudo_random(INLINE_MAX + 1, 53),     # fsynced, not inlined
+    }
+    for rel, data in files.items():
+        write_file(sfs.m("local", rel), data)           # close() returned
+    assert sfs.pending() and count_files(dest) == 0, \
+        "premise: settle = 5s keeps every upload back"
+    sfs.kill9()
+    sfs.cleanup_dead_mount()
+
+    ids = data_ids_by_size(sfs)
+    assert set(ids) == {1000, INLINE_MAX, 0, INLINE_MAX + 1}, ids
+    spool = sfs.data_dir()
+    os.truncate(spool / ids[1000], 0)                    # never written back
+    os.rename(spool / ids[1000], spool / "free.7")       # nor renamed
+    (spool / ids[INLINE_MAX]).write_bytes(bytes(INLINE_MAX))    # zeros
+    os.unlink(spool / ids[0])                            # never created
+
+    sfs.set_spool(settle="0")
+    sfs.mount()
+    sfs.wait_uploaded(*(sfs.m("local", rel) for rel in files), timeout=60)
+    for rel, data in files.items():
+        assert (dest / rel).read_bytes() == data, rel
+    assert sfs.failed() == []
+    assert "3 small files written back from the journal" in sfs.log(), \
+        sfs.log_tail()
+    sfs.wait_spool_empty()
+
+
+def test_an_append_to_a_small_file_fsyncs_its_data_file_first(sfs):
+    """A small file committed inline, then appended to: once the journal
+    says "writing", the next mount takes the data file as it is (and the
+    inline copy is dropped), so the data file must be on disk before its
+    first byte changes, or a power cut could lose the bytes its close()
+    acknowledged.  The order of the daemon's system calls is checked: an
+    fdatasync of the data file by the thread that then changes it."""
+    dest = sfs.add_dest("local")
+    sfs.set_spool(settle="5s")
+    sfs.mount()
+    f = sfs.m("local", "notes.txt")
+    old = pseudo_random(3000, 61)
+    f.write_bytes(old)
+    assert sfs.state(f) == "queued"
+
+    def append():
+        with open(f, "ab") as fh:
+            fh.write(b"appended")
+
+    lines, _, data_id = trace_rewrite(sfs, append)
+    fds, synced = set(), set()
+    for line in lines:
+        tid, _, call = line.partition(" ")
+        call = call.lstrip()
+        m = re.match(r'openat\(\d+, "(\d+)", .*\)\s+=\s+(\d+)$', call)
+        if m and m.group(1) == data_id:
+            fds.add(m.group(2))
+            continue
+        m = re.match(r"fdatasync\((\d+)", call)
+        if m and m.group(1) in fds:
+            synced.add(tid)
+            continue
+        m = re.match(r"(?:ftruncate|pwrite64|pwritev2?|write)\((\d+),|"
+                     r"splice\(\d+, [^,]+, (\d+),", call)
+        if m and fds & set(m.groups()):
+            assert tid in synced, \
+                "changed before an fsync:\n" + "\n".join(lines[-40:])
+            break
+    else:
+        raise AssertionError("the trace shows no change of the spool copy:\n"
+                             + "\n".join(lines[-40:]))
+    sfs.wait_uploaded(f, timeout=30)
+    assert (dest / "notes.txt").read_bytes() == old + b"appended"

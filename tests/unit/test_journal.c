@@ -158,7 +158,8 @@ static int user_version(const char *path)
 
 /*
  * A journal written by an older spoolfs (schema 1: no mv_to; 2: no
- * tmp_to) keeps its rows and gains the columns when it is opened.
+ * tmp_to; 3: no inline table) keeps its rows and gains the columns and
+ * the table when it is opened.
  */
 static void test_older_schemas(const char *dir)
 {
@@ -168,9 +169,11 @@ static void test_older_schemas(const char *dir)
 		"PRAGMA user_version=1",
 		"ALTER TABLE nodes DROP COLUMN tmp_to;"
 		"PRAGMA user_version=2",
+		"DROP TABLE inline;"
+		"PRAGMA user_version=3",
 	};
 
-	for (int v = 1; v <= 2; v++) {
+	for (int v = 1; v <= 3; v++) {
 		char path[PATH_MAX], err[256];
 		struct spool_journal *j;
 		struct spool_row r = {
@@ -194,7 +197,7 @@ static void test_older_schemas(const char *dir)
 
 		CHECK_EQ_INT(spool_journal_open(&j, path, err, sizeof(err)),
 			     0);
-		CHECK_EQ_INT(user_version(path), 3);
+		CHECK_EQ_INT(user_version(path), 4);
 		CHECK_EQ_INT(spool_journal_load(j, collect, &s), 0);
 		CHECK_EQ_INT(s.n, 1);
 		CHECK_EQ_STR(s.name, "old");
@@ -207,8 +210,80 @@ static void test_older_schemas(const char *dir)
 		CHECK_EQ_INT(spool_journal_load(j, collect, &s), 0);
 		CHECK_EQ_STR(s.tmp_to, "d/old");
 		CHECK_EQ_STR(s.mv_to, "e/old");
+		CHECK_EQ_INT(spool_journal_inline_put(j, r.id, "x", 1), 0);
 		spool_journal_close(j);
 	}
+}
+
+struct copies {
+	int n;
+	int64_t id[4];
+	char data[4][16];
+	size_t len[4];
+};
+
+static int collect_copy(void *arg, int64_t id, const void *data, size_t len)
+{
+	struct copies *c = arg;
+
+	if (c->n == 4 || len > sizeof(c->data[0]))
+		return -1;
+	c->id[c->n] = id;
+	memcpy(c->data[c->n], data, len);
+	c->len[c->n++] = len;
+	return 0;
+}
+
+/*
+ * Inline copies: committed with the row, there after a kill -9 (a second
+ * connection reads them), replaced by a later put, gone with their row's
+ * delete or one of their own, and all gone after a clear.  An empty file's
+ * copy is an empty blob, not "no copy".
+ */
+static void test_inline(const char *dir)
+{
+	char path[PATH_MAX], err[256];
+	struct spool_journal *j, *j2;
+	struct spool_row a = {
+		.dest = "nas", .name = "a.xmp", .state = SPOOL_QUEUED,
+		.mode = 0644, .gen = 1, .has_data = true, .size = 5,
+	}, b = a, c = a;
+	struct copies got = { 0 };
+
+	snprintf(path, sizeof(path), "%s/inline.db", dir);
+	CHECK_EQ_INT(spool_journal_open(&j, path, err, sizeof(err)), 0);
+	CHECK_EQ_INT(spool_journal_insert(j, &a), 0);
+	CHECK_EQ_INT(spool_journal_insert(j, &b), 0);
+	CHECK_EQ_INT(spool_journal_insert(j, &c), 0);
+	CHECK_EQ_INT(spool_journal_begin(j), 0);
+	CHECK_EQ_INT(spool_journal_inline_put(j, a.id, "old!!", 5), 0);
+	CHECK_EQ_INT(spool_journal_save(j, &a), 0);
+	CHECK_EQ_INT(spool_journal_commit(j), 0);
+	CHECK_EQ_INT(spool_journal_inline_put(j, a.id, "newer", 5), 0);
+	CHECK_EQ_INT(spool_journal_inline_put(j, b.id, "bb", 2), 0);
+	CHECK_EQ_INT(spool_journal_inline_put(j, c.id, "", 0), 0);
+	CHECK_EQ_INT(spool_journal_sync(j), 0);
+
+	CHECK_EQ_INT(spool_journal_open(&j2, path, err, sizeof(err)), 0);
+	CHECK_EQ_INT(spool_journal_inline_load(j2, collect_copy, &got), 0);
+	CHECK_EQ_INT(got.n, 3);
+	CHECK(got.id[0] == a.id && got.len[0] == 5 &&
+	      memcmp(got.data[0], "newer", 5) == 0);
+	CHECK(got.id[1] == b.id && got.len[1] == 2);
+	CHECK(got.id[2] == c.id && got.len[2] == 0);
+	spool_journal_close(j2);
+
+	CHECK_EQ_INT(spool_journal_delete(j, a.id), 0);
+	CHECK_EQ_INT(spool_journal_inline_delete(j, b.id), 0);
+	memset(&got, 0, sizeof(got));
+	CHECK_EQ_INT(spool_journal_inline_load(j, collect_copy, &got), 0);
+	CHECK_EQ_INT(got.n, 1);
+	CHECK(got.id[0] == c.id);
+	CHECK_EQ_INT(spool_journal_inline_clear(j), 0);
+	memset(&got, 0, sizeof(got));
+	CHECK_EQ_INT(spool_journal_inline_load(j, collect_copy, &got), 0);
+	CHECK_EQ_INT(got.n, 0);
+	spool_journal_close(j);
 }
 
 static void test_transitions(void)
@@ -241,6 +316,7 @@ int main(void)
 	test_roundtrip(dir);
 	test_ids_are_never_reused(dir);
 	test_older_schemas(dir);
+	test_inline(dir);
 	test_transitions();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	if (system(cmd) != 0)
