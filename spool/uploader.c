@@ -933,7 +933,8 @@ static int note_commit(struct job *job, const char *final)
 /*
  * The server holds RSIZE bytes in the temp, at FROM (job->rtmp, or where
  * an earlier commit took it): check them, wait out what is left of
- * `settle`, and rename them to the name the file has NOW.
+ * `settle` (not for a stream), and rename them to the name the file has
+ * NOW.
  */
 static int commit_tmp(struct job *job, struct spoolfs_conn *conn,
 		      const char *from, uint64_t rsize, char **final,
@@ -954,8 +955,15 @@ static int commit_tmp(struct job *job, struct spoolfs_conn *conn,
 					 rsize, job->size);
 	}
 	pthread_mutex_lock(&sp->lock);
-	/* only a streamed file can get here before its ready_at */
-	while (!(cancelled = job_cancelled_locked(job)) &&
+	/*
+	 * Only a streamed file gets here before its ready_at, and it does
+	 * not wait: `settle` keeps an upload from starting before a rename
+	 * or touch that follows the close, but this one started long before
+	 * the close.  Waiting would only hold back a file that is on the
+	 * server already; a rename or touch after the commit is a remote
+	 * rename or mtime, as for any uploaded file.
+	 */
+	while (!(cancelled = job_cancelled_locked(job)) && !job->stream &&
 	       (now = spool_now_ms()) < n->ready_at)
 		stream_wait_locked(sp, n->ready_at, now);
 	*final = cancelled ? NULL : node_relpath_locked(n);
@@ -1071,7 +1079,8 @@ static bool writer_done_locked(const struct spool_node *n)
  * cancels this job and sends the temp to the trash (spool.c,
  * stream_check_locked()).  Once the writer has closed the file it is an
  * ordinary upload of the rest: the attempt counts from there, and the
- * commit waits for `settle` as any upload does.
+ * commit follows the tail at once, without waiting for `settle` (see
+ * commit_tmp()).
  *
  * Returns 0 when uploaded, -1 on an error (ERR; before close only when
  * cancelled), 1 when the file is handed back before it was closed (it

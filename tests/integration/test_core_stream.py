@@ -160,3 +160,26 @@ def test_rename_and_rm_while_streaming(mounted):
     assert not (dst / "gone.bin").exists()
     wait_no_temp(dst)
 
+
+
+def test_a_streamed_file_is_published_without_waiting_for_settle(sfs):
+    """`settle` holds an upload back after close() so that a rename or
+    touch right after it lands first; a streamed file's upload started long
+    before its close, so its commit follows the tail at once instead of
+    holding a file that is on the destination already.  A file that was
+    not streamed still waits its settle."""
+    sfs.set_spool(settle="1h")
+    dest = sfs.add_dest("local", stream="yes")
+    sfs.mount()
+    note = sfs.m("local", "note.txt")
+    note.write_bytes(b"not streamed\n")
+    data = pseudo_random(40 * MiB + 123, 9)
+    path = sfs.m("local", "clip.mov")
+    with open(path, "wb", buffering=0) as f:
+        f.write(data[:36 * MiB])
+        wait_temp_grows(sfs, 32 * MiB)
+        f.write(data[36 * MiB:])
+    sfs.wait_uploaded(path, timeout=60)
+    assert sha256(dest / "clip.mov") == digest(data)
+    assert temps(dest) == []
+    assert sfs.state(note) == "queued" and not (dest / "note.txt").exists()
