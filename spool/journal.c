@@ -376,6 +376,15 @@ int spool_journal_inline_delete(struct spool_journal *j, int64_t id)
 	return step_done(j, j->st_inline_delete);
 }
 
+/* The end of a SELECT loop: RC from the callback, S from the last step. */
+static int select_done(sqlite3_stmt *st, int rc, int s)
+{
+	if (rc == 0 && s != SQLITE_DONE)
+		rc = -1;
+	sqlite3_finalize(st);
+	return rc;
+}
+
 int spool_journal_inline_load(struct spool_journal *j,
 			      int (*fn)(void *arg, int64_t id,
 					const void *data, size_t len),
@@ -395,10 +404,7 @@ int spool_journal_inline_load(struct spool_journal *j,
 		if (rc < 0)
 			break;
 	}
-	if (rc == 0 && s != SQLITE_DONE)
-		rc = -1;
-	sqlite3_finalize(st);
-	return rc;
+	return select_done(st, rc, s);
 }
 
 int spool_journal_inline_clear(struct spool_journal *j)
@@ -492,8 +498,5 @@ int spool_journal_load(struct spool_journal *j,
 		if (rc < 0)
 			break;
 	}
-	if (rc == 0 && s != SQLITE_DONE)
-		rc = -1;
-	sqlite3_finalize(st);
-	return rc;
+	return select_done(st, rc, s);
 }
