@@ -400,6 +400,9 @@ int spool_journal_inline_load(struct spool_journal *j,
 		const void *data = sqlite3_column_blob(st, 1);
 		size_t len = (size_t)sqlite3_column_bytes(st, 1);
 
+		if (!data)
+			data = "";	/* an empty copy: sqlite gives NULL */
+
 		rc = fn(arg, sqlite3_column_int64(st, 0), data, len);
 		if (rc < 0)
 			break;
