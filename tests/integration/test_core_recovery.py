@@ -250,27 +250,35 @@ def trace_rewrite(sfs, rewrite):
     return log.read_text().splitlines(), wal, ids[0]
 
 
-def journal_synced_before_change(lines, wal, data_id):
-    """Whether the thread that first changed data file DATA_ID, after the
-    rewrite opened it, had fsynced the WAL (an fd in WAL) since that open."""
-    data_fd, synced = None, set()
+def synced_before_change(lines, data_id, is_sync_fd):
+    """Whether the thread that first changed data file DATA_ID, after it
+    was last opened, had fdatasynced an fd for which IS_SYNC_FD(fd, fds)
+    holds (FDS: the fds opened on DATA_ID) since that open."""
+    fds, synced = set(), set()
     for line in lines:
         tid, _, call = line.partition(" ")
         call = call.lstrip()
         m = re.match(r'openat\(\d+, "(\d+)", .*\)\s+=\s+(\d+)$', call)
         if m and m.group(1) == data_id:
-            data_fd, synced = m.group(2), set()
+            fds.add(m.group(2))
+            synced = set()
             continue
         m = re.match(r"fdatasync\((\d+)", call)
-        if m and data_fd and m.group(1) in wal:
+        if m and fds and is_sync_fd(m.group(1), fds):
             synced.add(tid)
             continue
         m = re.match(r"(?:ftruncate|pwrite64|pwritev2?|write)\((\d+),|"
                      r"splice\(\d+, [^,]+, (\d+),", call)
-        if m and data_fd and data_fd in m.groups():
+        if m and fds & set(m.groups()):
             return tid in synced
     raise AssertionError("the trace shows no change of the spool copy:\n" +
                          "\n".join(lines[-40:]))
+
+
+def journal_synced_before_change(lines, wal, data_id):
+    """Whether the thread that first changed data file DATA_ID, after the
+    rewrite opened it, had fsynced the WAL (an fd in WAL) since that open."""
+    return synced_before_change(lines, data_id, lambda fd, fds: fd in wal)
 
 
 @pytest.mark.parametrize("how", ["truncate", "overwrite"])
@@ -388,26 +396,7 @@ def test_an_append_to_a_small_file_fsyncs_its_data_file_first(sfs):
             fh.write(b"appended")
 
     lines, _, data_id = trace_rewrite(sfs, append)
-    fds, synced = set(), set()
-    for line in lines:
-        tid, _, call = line.partition(" ")
-        call = call.lstrip()
-        m = re.match(r'openat\(\d+, "(\d+)", .*\)\s+=\s+(\d+)$', call)
-        if m and m.group(1) == data_id:
-            fds.add(m.group(2))
-            continue
-        m = re.match(r"fdatasync\((\d+)", call)
-        if m and m.group(1) in fds:
-            synced.add(tid)
-            continue
-        m = re.match(r"(?:ftruncate|pwrite64|pwritev2?|write)\((\d+),|"
-                     r"splice\(\d+, [^,]+, (\d+),", call)
-        if m and fds & set(m.groups()):
-            assert tid in synced, \
-                "changed before an fsync:\n" + "\n".join(lines[-40:])
-            break
-    else:
-        raise AssertionError("the trace shows no change of the spool copy:\n"
-                             + "\n".join(lines[-40:]))
+    assert synced_before_change(lines, data_id, lambda fd, fds: fd in fds), \
+        "changed before an fsync:\n" + "\n".join(lines[-40:])
     sfs.wait_uploaded(f, timeout=30)
     assert (dest / "notes.txt").read_bytes() == old + b"appended"
