@@ -402,7 +402,6 @@ int spool_journal_inline_load(struct spool_journal *j,
 
 		if (!data)
 			data = "";	/* an empty copy: sqlite gives NULL */
-
 		rc = fn(arg, sqlite3_column_int64(st, 0), data, len);
 		if (rc < 0)
 			break;
