@@ -60,6 +60,12 @@ struct worker;
 #define INLINE_FILE_MAX (32u << 10)
 #define INLINE_TOTAL_MAX (32u << 20)
 
+/* A new file starts in memory (spool.c, "Small files in memory") while
+ * memory files hold at most MEM_TOTAL_MAX bytes and number at most
+ * MEM_FILES_MAX (each holds a descriptor, see spool->mem_files_max). */
+#define MEM_TOTAL_MAX (32u << 20)
+#define MEM_FILES_MAX 8192
+
 /* A data file whose row no longer wants it, kept as data/drop.ID until the
  * journal saying so is on disk (spool.c). */
 struct spool_drop {
@@ -105,6 +111,12 @@ struct spool_node {
 					 * of its content: the data file is not
 					 * known to be on disk (spool.c) */
 	uint32_t inline_len;		/* bytes of that copy */
+	int mfd;			/* its content in memory (a memfd), not
+					 * in data/ID; -1: on disk */
+	uint64_t mem_size;		/* [L] bytes of it in spool->mem_bytes */
+	int wflight;			/* [L] writes between write_begin and
+					 * write_end */
+	struct spool_handle *handles;	/* [L] its open handles */
 	struct spool_dest *target;	/* fallback being tried, NULL = dest */
 	struct spool_dest *rdest;	/* remote copy */
 	char *rpath;
@@ -196,6 +208,9 @@ struct spool {
 	atomic_uint_least64_t synced;	/* the latest of them that succeeded */
 	uint64_t used;			/* [L] bytes of content not uploaded */
 	uint64_t inline_bytes;		/* [L] in the journal's inline copies */
+	uint64_t mem_bytes;		/* [L] in files held in memory */
+	size_t nmem, mem_files_max;	/* [L] files held in memory; limit */
+	pthread_cond_t mem_cond;	/* a file's writes in flight ended */
 	bool stopping;			/* [L] */
 	bool started;
 	uid_t uid;
@@ -272,6 +287,8 @@ void node_drop_locked(struct spool *sp, struct spool_node *n);
 void spool_event_locked(struct spool *sp, struct spool_node *n,
 			const char *dest, const char *kind, const char *msg);
 int spool_data_open(struct spool *sp, int64_t id, int flags);
+/* A descriptor of N's content, in memory or in data/ID; takes the lock. */
+int node_data_open(struct spool *sp, struct spool_node *n, int flags);
 
 /*
  * Streaming (uploader.c): a file still being written that has grown past

@@ -1013,7 +1013,7 @@ static int run_upload(struct job *job, struct spoolfs_conn *conn,
 	uint64_t offset = 0;
 	int fd, rc = -1;
 
-	fd = spool_data_open(job->sp, job->n->id, O_RDONLY);
+	fd = node_data_open(job->sp, job->n, O_RDONLY);
 	if (fd < 0)
 		return spoolfs_error_set(err, SPOOLFS_E_NOTFOUND,
 					 "the spool copy is missing: %m");
@@ -1099,7 +1099,7 @@ static int run_stream(struct job *job, struct spoolfs_conn *conn,
 
 	if (job->resume || !spoolfs_conn_can(conn, SPOOLFS_CAP_RESUME))
 		return 1;
-	fd = spool_data_open(sp, n->id, O_RDONLY);
+	fd = node_data_open(sp, n, O_RDONLY);
 	if (fd < 0)
 		return 1;
 	if (spoolfs_conn_check_name(conn, job->relpath, err) < 0)

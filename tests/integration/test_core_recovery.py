@@ -222,10 +222,11 @@ def test_a_copy_dropped_by_a_commit_the_disk_never_got_comes_back(sfs):
 def trace_rewrite(sfs, rewrite):
     """Run REWRITE() with strace on the daemon.  Returns strace's lines
     (TID CALL...), the daemon's fds of the journal's WAL and the name of
-    the one data file (the node id)."""
+    the one data file (the node id), which REWRITE() may create (a file
+    in memory moves to its data file when it changes)."""
     pid = sfs.daemon.pid
     ids = [n for n in os.listdir(sfs.data_dir()) if n.isdigit()]
-    assert len(ids) == 1, os.listdir(sfs.data_dir())
+    assert len(ids) <= 1, os.listdir(sfs.data_dir())
     wal = {fd for fd in os.listdir(f"/proc/{pid}/fd")
            if os.readlink(f"/proc/{pid}/fd/{fd}").endswith("/journal.db-wal")}
     assert wal, "the daemon has its journal's WAL open"
@@ -233,7 +234,7 @@ def trace_rewrite(sfs, rewrite):
     tracer = subprocess.Popen(
         ["strace", "-f", "-qq", "-o", str(log), "-p", str(pid), "-e",
          "trace=openat,fdatasync,ftruncate,pwrite64,pwritev,pwritev2,"
-         "write,splice"])
+         "write,splice,dup3"])
 
     def attached():
         for t in os.listdir(f"/proc/{pid}/task"):
@@ -247,13 +248,18 @@ def trace_rewrite(sfs, rewrite):
     finally:
         tracer.terminate()
         tracer.wait(timeout=10)
+    if not ids:
+        ids = [n for n in os.listdir(sfs.data_dir()) if n.isdigit()]
+        assert len(ids) == 1, os.listdir(sfs.data_dir())
     return log.read_text().splitlines(), wal, ids[0]
 
 
-def synced_before_change(lines, data_id, is_sync_fd):
+def synced_before_change(lines, data_id, is_sync_fd, copied=0):
     """Whether the thread that first changed data file DATA_ID, after it
     was last opened, had fdatasynced an fd for which IS_SYNC_FD(fd, fds)
-    holds (FDS: the fds opened on DATA_ID) since that open."""
+    holds (FDS: the fds opened on DATA_ID) since that open.  COPIED: the
+    file is created by the trace from memory: its first pwrite of COPIED
+    bytes at 0 is that copy, not a change."""
     fds, synced = set(), set()
     for line in lines:
         tid, _, call = line.partition(" ")
@@ -266,6 +272,13 @@ def synced_before_change(lines, data_id, is_sync_fd):
         m = re.match(r"fdatasync\((\d+)", call)
         if m and fds and is_sync_fd(m.group(1), fds):
             synced.add(tid)
+            continue
+        m = re.match(r"dup3\((\d+), (\d+),", call)
+        if m and m.group(1) in fds:
+            fds.add(m.group(2))     # a handle's fd now on the data file
+            continue
+        if copied and re.match(rf"pwrite64\((\d+), .*, {copied}, 0\)", call):
+            copied = 0
             continue
         m = re.match(r"(?:ftruncate|pwrite64|pwritev2?|write)\((\d+),|"
                      r"splice\(\d+, [^,]+, (\d+),", call)
@@ -331,19 +344,23 @@ def data_ids_by_size(sfs) -> dict[int, str]:
 
 
 @pytest.mark.allow_log(r"small files written back from the journal")
-def test_small_files_come_back_from_the_journal_after_a_power_cut(sfs):
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_small_files_come_back_from_the_journal_after_a_power_cut(sfs, where):
     """A small file's close() commits its content into the journal with
-    its row and fsyncs only the journal, not the data file: one flush of
-    the disk instead of two or three.  So a power cut may take the data
-    file back (never written, emptied, or its name from the recycled pool
-    lost), and the next mount must write it back from the journal.  Here
-    the power cut is staged after a kill -9: three files' data files are
-    emptied, zeroed or renamed to a pool name; a file above the inline size
-    went the fsync way and is left alone.  Every file must arrive byte for
-    byte, none in .failed/."""
+    its row and fsyncs only the journal: one flush of the disk instead of
+    two or three.  A new small file's content lives in memory until it is
+    uploaded (memory), so a kill -9 takes it all; with memory files off
+    (SPOOLFS_MEM_FILES=0: the data file of a file created when they are
+    full) a power cut may take the data file back: never written, emptied,
+    or its name from the recycled pool lost, staged here after a kill -9.
+    Either way the next mount must write the content back from the
+    journal: every file arrives byte for byte, none in .failed/.  A file
+    above the inline size goes the fsync way to its data file and is left
+    alone."""
     dest = sfs.add_dest("local")
     sfs.set_spool(settle="5s")          # the uploads wait: all stay queued
-    sfs.mount()
+    sfs.mount(env={**os.environ, "SPOOLFS_MEM_FILES": "0"}
+              if where == "disk" else None)
     files = {
         "a.xmp": pseudo_random(1000, 51),
         "sub/b.txt": pseudo_random(INLINE_MAX, 52),     # the largest inlined
@@ -358,12 +375,16 @@ def test_small_files_come_back_from_the_journal_after_a_power_cut(sfs):
     sfs.cleanup_dead_mount()
 
     ids = data_ids_by_size(sfs)
-    assert set(ids) == {1000, INLINE_MAX, 0, INLINE_MAX + 1}, ids
     spool = sfs.data_dir()
-    os.truncate(spool / ids[1000], 0)                    # never written back
-    os.rename(spool / ids[1000], spool / "free.7")       # nor renamed
-    (spool / ids[INLINE_MAX]).write_bytes(bytes(INLINE_MAX))    # zeros
-    os.unlink(spool / ids[0])                            # never created
+    if where == "memory":
+        assert set(ids) == {INLINE_MAX + 1}, \
+            f"only the big file has a data file: {ids}"
+    else:
+        assert set(ids) == {1000, INLINE_MAX, 0, INLINE_MAX + 1}, ids
+        os.truncate(spool / ids[1000], 0)                # never written back
+        os.rename(spool / ids[1000], spool / "free.7")   # nor renamed
+        (spool / ids[INLINE_MAX]).write_bytes(bytes(INLINE_MAX))  # zeros
+        os.unlink(spool / ids[0])                        # never created
 
     sfs.set_spool(settle="0")
     sfs.mount()
@@ -376,27 +397,34 @@ def test_small_files_come_back_from_the_journal_after_a_power_cut(sfs):
     sfs.wait_spool_empty()
 
 
-def test_an_append_to_a_small_file_fsyncs_its_data_file_first(sfs):
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_an_append_to_a_small_file_fsyncs_its_data_file_first(sfs, where):
     """A small file committed inline, then appended to: once the journal
     says "writing", the next mount takes the data file as it is (and the
     inline copy is dropped), so the data file must be on disk before its
     first byte changes, or a power cut could lose the bytes its close()
-    acknowledged.  The order of the daemon's system calls is checked: an
-    fdatasync of the data file by the thread that then changes it."""
+    acknowledged.  A file in memory (memory) is first written to its data
+    file; with memory files off (disk) the data file is there already.
+    The order of the daemon's system calls is checked: an fdatasync of the
+    data file by the thread that then changes it."""
     dest = sfs.add_dest("local")
     sfs.set_spool(settle="5s")
-    sfs.mount()
+    sfs.mount(env={**os.environ, "SPOOLFS_MEM_FILES": "0"}
+              if where == "disk" else None)
     f = sfs.m("local", "notes.txt")
     old = pseudo_random(3000, 61)
     f.write_bytes(old)
     assert sfs.state(f) == "queued"
+    in_memory = not [n for n in os.listdir(sfs.data_dir()) if n.isdigit()]
+    assert in_memory == (where == "memory")
 
     def append():
         with open(f, "ab") as fh:
             fh.write(b"appended")
 
     lines, _, data_id = trace_rewrite(sfs, append)
-    assert synced_before_change(lines, data_id, lambda fd, fds: fd in fds), \
+    assert synced_before_change(lines, data_id, lambda fd, fds: fd in fds,
+                                copied=len(old) if in_memory else 0), \
         "changed before an fsync:\n" + "\n".join(lines[-40:])
     sfs.wait_uploaded(f, timeout=30)
     assert (dest / "notes.txt").read_bytes() == old + b"appended"

@@ -745,14 +745,29 @@ static void test_retry_after_the_directory_was_renamed(void)
  * in .failed/, also after a second mount (the daemon's preflight opens the
  * spool twice): before, the second pass called its spool copy lost.
  */
+static bool data_file_path(const struct fixture *f, char *path, size_t len)
+{
+	char dir[PATH_MAX + 8];
+	struct dirent *de;
+	DIR *d;
+
+	path[0] = '\0';
+	snprintf(dir, sizeof(dir), "%s/data", f->spool);
+	d = opendir(dir);
+	while (d && (de = readdir(d)))
+		if (de->d_name[0] >= '0' && de->d_name[0] <= '9')
+			snprintf(path, len, "%s/%s", dir, de->d_name);
+	if (d)
+		closedir(d);
+	return path[0] != '\0';
+}
+
 static void test_crash_between_row_and_data_file(void)
 {
 	struct fixture f;
 	struct spool_handle *h;
-	char dir[PATH_MAX + 8], path[PATH_MAX * 2] = "";
+	char path[PATH_MAX * 2];
 	const char *err;
-	struct dirent *de;
-	DIR *d;
 
 	fixture_init(&f, "nodata", 1);
 	CHECK(fixture_open(&f, false) == 0);
@@ -761,23 +776,73 @@ static void test_crash_between_row_and_data_file(void)
 	spool_close(f.sp);			/* the "crash" */
 	f.sp = NULL;
 	free(h);
-	/* ...before data_create(): its data file, the only one, is not there */
-	snprintf(dir, sizeof(dir), "%s/data", f.spool);
-	d = opendir(dir);
-	while (d && (de = readdir(d)))
-		if (de->d_name[0] >= '0' && de->d_name[0] <= '9')
-			snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-	if (d)
-		closedir(d);
-	CHECK(path[0] && unlink(path) == 0);
+	/* ...before data_create(): its data file, the only one, is not
+	 * there (a new small file starts in memory: there never was one) */
+	if (data_file_path(&f, path, sizeof(path)))
+		CHECK(unlink(path) == 0);
 	for (int pass = 0; pass < 2; pass++) {
 		CHECK(fixture_open(&f, false) == 0);
 		err = xattr(f.sp, "/a/.failed/new", "user.spoolfs.error");
 		CHECK(err && strstr(err, "incomplete"));
-		CHECK(access(path, F_OK) == 0);
+		CHECK(data_file_path(&f, path, sizeof(path)));
 		spool_close(f.sp);
 		f.sp = NULL;
 	}
+	fixture_close(&f);
+}
+
+/*
+ * A new file starts in memory (no data file) and moves to data/ when it
+ * outgrows 32 KiB or is fsynced while written: every open handle then
+ * reads and writes the data file, which holds everything written so far.
+ */
+static void test_memory_files_spill(void)
+{
+	static char big[40000], small[1000], got[40000];
+	struct spool_handle *w, *r, *g;
+	char path[PATH_MAX * 2], *slash;
+	struct fixture f;
+
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (char)(i * 7 + 1);
+	memcpy(small, big, sizeof(small));
+	fixture_init(&f, "memfiles", 1);
+	f.cfg.settle_ms = 60000;	/* nothing leaves: look at the spool */
+	CHECK(fixture_open(&f, true) == 0);
+
+	/* outgrown: a second handle, opened while in memory, follows */
+	CHECK_EQ_INT(spool_create(f.sp, "/a/grow", 0644, 0, 0,
+				  O_RDWR | O_CREAT, &w), 0);
+	CHECK(spool_write(w, small, sizeof(small), 0) == sizeof(small));
+	CHECK(!data_file_path(&f, path, sizeof(path)));
+	CHECK_EQ_INT(spool_open_file(f.sp, "/a/grow", O_RDWR, &r), 0);
+	CHECK(spool_write(w, big + sizeof(small), sizeof(big) - sizeof(small),
+			  sizeof(small)) == sizeof(big) - sizeof(small));
+	CHECK(data_file_path(&f, path, sizeof(path)));
+	CHECK(spool_read(r, got, sizeof(got), 0) == sizeof(big) &&
+	      memcmp(got, big, sizeof(big)) == 0);
+	CHECK(spool_write(r, "R", 1, 5) == 1);	/* into the data file */
+	big[5] = 'R';
+	CHECK(spool_flush(w) == 0);
+	spool_release(r);
+	spool_release(w);
+	slash = strrchr(path, '/');
+	*slash = '\0';
+	CHECK(file_has(path, slash + 1, big, sizeof(big)));
+	*slash = '/';
+	CHECK(state_is(f.sp, "/a/grow", "queued"));
+	CHECK(unlink(path) == 0);	/* the only data file so far */
+
+	/* fsync()ed while written: on disk at once, then closed */
+	CHECK_EQ_INT(spool_create(f.sp, "/a/synced", 0644, 0, 0,
+				  O_WRONLY | O_CREAT, &g), 0);
+	CHECK(spool_write(g, small, sizeof(small), 0) == sizeof(small));
+	CHECK(!data_file_path(&f, path, sizeof(path)));
+	CHECK_EQ_INT(spool_fsync(g, 1), 0);
+	CHECK(data_file_path(&f, path, sizeof(path)));
+	CHECK(spool_flush(g) == 0);
+	spool_release(g);
+	CHECK(state_is(f.sp, "/a/synced", "queued"));
 	fixture_close(&f);
 }
 
@@ -903,6 +968,7 @@ int main(void)
 	test_commit_reply_lost_then_removed();
 	test_retry_after_the_directory_was_renamed();
 	test_crash_between_row_and_data_file();
+	test_memory_files_spill();
 	test_quota();
 	test_volume_order();
 	{
