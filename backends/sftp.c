@@ -36,7 +36,10 @@
  *   round trips, where put + set_mtime + stat take 5 (the rename comes on
  *   top of both).  Not 2: libssh2 1.10 frees a handle as soon as its CLOSE
  *   is answered, and FSTAT needs the handle until its own reply is
- *   collected (sc_put_tail()).
+ *   collected (sc_put_tail()).  So a small file (up to RCHAN_PUT_MAX)
+ *   goes over the side channel below instead, where we build the packets
+ *   ourselves: OPEN, then WRITE, FSETSTAT, FSTAT and CLOSE at once, 2
+ *   round trips (rchan_put()), as few as OpenSSH's sftp needs.
  *
  * - Host keys are always verified, before anything is sent that depends on
  *   the server: a `host_key = SHA256:...` pin, else the known_hosts file
@@ -46,10 +49,11 @@
  *
  * - Overwriting rename.  OpenSSH's SSH_FXP_RENAME refuses an existing
  *   target, and libssh2 1.10 sends its OVERWRITE flag only to SFTP v5+
- *   servers and knows no posix-rename@openssh.com.  So a second, tiny SFTP
- *   channel on the same session (opened at the first rename) speaks just
- *   INIT/VERSION and the posix-rename extension; servers without it get
- *   remove + rename.
+ *   servers and knows no posix-rename@openssh.com.  So a second, small SFTP
+ *   channel on the same session (opened at the first rename or small put)
+ *   speaks INIT/VERSION, the posix-rename extension and the requests of a
+ *   small put; servers without the extension get remove + rename, servers
+ *   that refuse the channel get libssh2's puts.
  *
  * - Errors are translated once, here: SFTP status codes (the session stays
  *   usable) and session/socket errors (the connection is marked dead, every
@@ -101,9 +105,27 @@
 /* SFTP packet types, for the side channel (draft-ietf-secsh-filexfer-02). */
 #define FXP_INIT		1
 #define FXP_VERSION		2
+#define FXP_OPEN		3
+#define FXP_CLOSE		4
+#define FXP_WRITE		6
+#define FXP_FSTAT		8
+#define FXP_FSETSTAT		10
 #define FXP_STATUS		101
+#define FXP_HANDLE		102
+#define FXP_ATTRS		105
 #define FXP_EXTENDED		200
 #define RCHAN_MAX_PACKET	(256 * 1024)
+/* A put_file of at most this many bytes goes over the side channel
+ * (rchan_put()): one WRITE, within the 34000-byte packets every server
+ * must take (draft-ietf-secsh-filexfer-02, section 3). */
+#define RCHAN_PUT_MAX		32768u
+#define FXF_WRITE		0x02
+#define FXF_CREAT		0x08
+#define FXF_TRUNC		0x10
+#define FX_ATTR_SIZE		0x01
+#define FX_ATTR_PERMISSIONS	0x04
+#define FX_ATTR_ACMODTIME	0x08
+#define FX_HANDLE_MAX		256	/* the draft's limit */
 
 struct sftp_conn {
 	const struct spoolfs_dest *dest;
@@ -121,9 +143,11 @@ struct sftp_conn {
 	char *root;			/* absolute remote root, no trailing '/' */
 	char known_types[512];		/* key types known_hosts has for us */
 
-	/* the posix-rename side channel */
+	/* the side channel: posix-rename and small puts */
 	LIBSSH2_CHANNEL *rchan;
 	int rename_ext;			/* -1 unknown, 0 absent, 1 offered */
+	bool rchan_up;			/* its SFTP session is there */
+	bool no_rchan_put;		/* SPOOLFS_SFTP_RAW_PUT=0: A/B only */
 	uint32_t rchan_id;
 
 	unsigned char *buf;		/* transfer buffer for put/get */
@@ -1135,6 +1159,8 @@ static int sftp_connect(struct spoolfs_conn *conn, struct spoolfs_error *err)
 	c->dest = d;
 	c->sock = -1;
 	c->rename_ext = -1;
+	c->no_rchan_put = getenv("SPOOLFS_SFTP_RAW_PUT") &&
+			  strcmp(getenv("SPOOLFS_SFTP_RAW_PUT"), "0") == 0;
 	c->port = d->port > 0 ? d->port : 22;
 	c->user = d->user;
 	if (!c->user || !*c->user) {
@@ -1598,6 +1624,7 @@ static int rchan_open(struct sftp_conn *c, int64_t deadline)
 	int rc;
 
 	c->rename_ext = 0;
+	c->rchan_up = false;
 	SC_RETRY_PTR(c, deadline, rc, c->rchan,
 		     libssh2_channel_open_session(c->session));
 	if (!c->rchan)
@@ -1621,6 +1648,7 @@ static int rchan_open(struct sftp_conn *c, int64_t deadline)
 		free(pkt);
 		return LIBSSH2_ERROR_PROTO;
 	}
+	c->rchan_up = true;
 	/* extensions: (string name, string data)* */
 	p = pkt + 5;
 	end = pkt + len;
@@ -1770,6 +1798,254 @@ static int sftp_rename(struct spoolfs_conn *conn, const char *from,
 out:
 	free(rfrom);
 	free(rto);
+	return ret;
+}
+
+/* ------------------------------------------------------------ small puts */
+
+/* A packet being built in a buffer sized for it beforehand. */
+struct rpkt {
+	unsigned char *p;
+	size_t len;
+};
+
+static size_t rp_begin(struct rpkt *b, unsigned char type, uint32_t id)
+{
+	size_t at = b->len;
+
+	b->p[at + 4] = type;
+	put_u32(b->p + at + 5, id);
+	b->len += 9;
+	return at;
+}
+
+static void rp_end(struct rpkt *b, size_t at)
+{
+	put_u32(b->p + at, (uint32_t)(b->len - at - 4));
+}
+
+static void rp_u32(struct rpkt *b, uint32_t v)
+{
+	put_u32(b->p + b->len, v);
+	b->len += 4;
+}
+
+static void rp_u64(struct rpkt *b, uint64_t v)
+{
+	rp_u32(b, (uint32_t)(v >> 32));
+	rp_u32(b, (uint32_t)v);
+}
+
+static void rp_str(struct rpkt *b, const void *s, size_t n)
+{
+	rp_u32(b, (uint32_t)n);
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+}
+
+/* Read the reply to request ID: its type in *type, the packet in *pkt.
+ * A reply to another request is a protocol error: the side channel has
+ * one caller, and it reads every reply it asked for. */
+static int rchan_reply(struct sftp_conn *c, uint32_t id, unsigned char **pkt,
+		       uint32_t *len, int64_t deadline)
+{
+	int rc = rchan_packet(c, pkt, len, deadline);
+
+	if (rc < 0)
+		return rc;
+	if (*len < 9 || get_u32(*pkt + 1) != id) {
+		free(*pkt);
+		*pkt = NULL;
+		return LIBSSH2_ERROR_PROTO;
+	}
+	return 0;
+}
+
+enum { RP_WRITE, RP_SETSTAT, RP_FSTAT, RP_CLOSE, RP_OPS };
+
+/* What request OP of a small put was about, for an error message. */
+static void rp_what(char *buf, size_t n, int op, const char *rpath,
+		    const char *where)
+{
+	switch (op) {
+	case RP_WRITE:
+		snprintf(buf, n, "cannot write '%s' on %s at byte 0", rpath,
+			 where);
+		break;
+	case RP_SETSTAT:
+		snprintf(buf, n, "cannot set mtime of '%s' on %s", rpath,
+			 where);
+		break;
+	case RP_FSTAT:
+		snprintf(buf, n, "cannot check the size of '%s' on %s after "
+			 "writing it", rpath, where);
+		break;
+	default:
+		snprintf(buf, n, "cannot close '%s' on %s after writing it",
+			 rpath, where);
+		break;
+	}
+}
+
+/*
+ * put_file of a small file from its first byte, over the side channel, in
+ * two round trips: OPEN; then WRITE, FSETSTAT (with an mtime), FSTAT (the
+ * size check) and CLOSE sent at once, their replies read in order.
+ * libssh2's calls take three (OPEN; WRITE with FSTAT and SETSTAT; CLOSE:
+ * see sc_put_tail() for why not fewer).  The server answers a channel's
+ * requests in order, so FSTAT sees every byte of the WRITE before it.
+ * Returns 0 with *RSIZE set, or -1 with *err set: the first failure in
+ * request order; all four replies are read whatever happens, so the
+ * channel stays in step.
+ */
+static int rchan_put(struct sftp_conn *c, const char *path, const char *rpath,
+		     int fd, uint64_t size, int64_t mtime, uint64_t *rsize,
+		     spoolfs_progress_fn progress, void *arg,
+		     struct spoolfs_error *err)
+{
+	char what[SPOOLFS_ERRMSG_MAX];
+	size_t rl = strlen(rpath), hl, got = 0;
+	int64_t deadline = now_ms() + (int64_t)stall_ms(c);
+	uint32_t ids[RP_OPS], plen = 0, id;
+	unsigned char *pkt = NULL, handle[FX_HANDLE_MAX], *mem;
+	/* the OPEN goes out from the start of MEM; the data is read to
+	 * DATA_AT, with room before it for the WRITE's header and after
+	 * it for the requests that follow */
+	size_t data_at = 320 + rl, at;
+	struct rpkt b;
+	int rc, ret = -1, first = -1;
+	unsigned long status[RP_OPS] = { 0 };
+
+	mem = malloc(data_at + (size_t)size + RP_OPS * (32 + FX_HANDLE_MAX));
+	if (!mem)
+		return sc_oom(err);
+	b = (struct rpkt){ mem, 0 };
+	while (got < size) {
+		ssize_t r = pread(fd, mem + data_at + got, (size_t)(size - got),
+				  (off_t)got);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			spoolfs_error_set(err, SPOOLFS_E_IO,
+				"cannot read the spool copy of '%s' at byte "
+				"%zu: %s", path, got,
+				r < 0 ? strerror(errno)
+				      : "file is shorter than expected");
+			goto out;
+		}
+		got += (size_t)r;
+	}
+
+	/* OPEN: write, create, truncate; mode as libssh2 sends it */
+	id = ++c->rchan_id;
+	at = rp_begin(&b, FXP_OPEN, id);
+	rp_str(&b, rpath, rl);
+	rp_u32(&b, FXF_WRITE | FXF_CREAT | FXF_TRUNC);
+	rp_u32(&b, FX_ATTR_PERMISSIONS);
+	rp_u32(&b, LIBSSH2_SFTP_S_IFREG | 0666);
+	rp_end(&b, at);
+	rc = rchan_write(c, b.p, b.len, deadline);
+	if (rc == 0)
+		rc = rchan_reply(c, id, &pkt, &plen, deadline);
+	if (rc < 0) {
+		sc_fail(c, err, rc, false, "cannot create '%s' on %s", rpath,
+			c->where);
+		goto out;
+	}
+	if (pkt[0] == FXP_STATUS) {
+		snprintf(what, sizeof(what), "cannot create '%s' on %s", rpath,
+			 c->where);
+		sc_fail_msg(c, err, get_u32(pkt + 5), what);
+		goto out;
+	}
+	hl = plen >= 9 ? get_u32(pkt + 5) : 0;
+	if (pkt[0] != FXP_HANDLE || hl == 0 || hl > FX_HANDLE_MAX ||
+	    plen < 9 + hl) {
+		sc_fail(c, err, LIBSSH2_ERROR_PROTO, false,
+			"cannot create '%s' on %s: bad reply", rpath,
+			c->where);
+		goto out;
+	}
+	memcpy(handle, pkt + 9, hl);
+	free(pkt);
+	pkt = NULL;
+
+	/* the batch starts with the WRITE, whose header goes right before
+	 * the data */
+	b = (struct rpkt){ mem + data_at - (4 + 1 + 4 + 4 + hl + 8 + 4), 0 };
+	ids[RP_WRITE] = ++c->rchan_id;
+	at = rp_begin(&b, FXP_WRITE, ids[RP_WRITE]);
+	rp_str(&b, handle, hl);
+	rp_u64(&b, 0);
+	rp_u32(&b, (uint32_t)size);
+	b.len += (size_t)size;
+	rp_end(&b, at);
+	ids[RP_SETSTAT] = 0;
+	if (mtime >= 0) {
+		ids[RP_SETSTAT] = ++c->rchan_id;
+		at = rp_begin(&b, FXP_FSETSTAT, ids[RP_SETSTAT]);
+		rp_str(&b, handle, hl);
+		rp_u32(&b, FX_ATTR_ACMODTIME);
+		rp_u32(&b, (uint32_t)mtime);
+		rp_u32(&b, (uint32_t)mtime);
+		rp_end(&b, at);
+	}
+	ids[RP_FSTAT] = ++c->rchan_id;
+	at = rp_begin(&b, FXP_FSTAT, ids[RP_FSTAT]);
+	rp_str(&b, handle, hl);
+	rp_end(&b, at);
+	ids[RP_CLOSE] = ++c->rchan_id;
+	at = rp_begin(&b, FXP_CLOSE, ids[RP_CLOSE]);
+	rp_str(&b, handle, hl);
+	rp_end(&b, at);
+	rc = rchan_write(c, b.p, b.len, deadline);
+	*rsize = 0;
+	for (int op = 0; op < RP_OPS && rc == 0; op++) {
+		if (op == RP_SETSTAT && mtime < 0)
+			continue;
+		rc = rchan_reply(c, ids[op], &pkt, &plen, deadline);
+		if (rc < 0)
+			break;
+		if (pkt[0] == FXP_STATUS) {
+			status[op] = get_u32(pkt + 5);
+			if (status[op] != LIBSSH2_FX_OK && first < 0)
+				first = op;
+		} else if (op == RP_FSTAT && pkt[0] == FXP_ATTRS && plen >= 9) {
+			if ((get_u32(pkt + 5) & FX_ATTR_SIZE) && plen >= 17)
+				*rsize = (uint64_t)get_u32(pkt + 9) << 32 |
+					 get_u32(pkt + 13);
+		} else {
+			rc = LIBSSH2_ERROR_PROTO;
+		}
+		free(pkt);
+		pkt = NULL;
+	}
+	if (rc < 0) {
+		/* the channel is out of step or gone: so is the connection */
+		rp_what(what, sizeof(what), RP_WRITE, rpath, c->where);
+		sc_fail(c, err, rc, false, "%s", what);
+		goto out;
+	}
+	if (first >= 0) {
+		rp_what(what, sizeof(what), first, rpath, c->where);
+		sc_fail_msg(c, err, status[first], what);
+		goto out;
+	}
+	log_debug("%s: sftp: '%s' holds %llu bytes on the server%s (side "
+		  "channel: open, then write, %sfstat and close in one round "
+		  "trip)", c->dest->name, path, (unsigned long long)*rsize,
+		  mtime >= 0 ? ", mtime set" : "", mtime >= 0 ? "fsetstat, " : "");
+	if (progress && progress(arg, size) != 0) {
+		spoolfs_error_set(err, SPOOLFS_E_CANCELLED,
+				  "upload of '%s' to %s cancelled", rpath,
+				  c->where);
+		goto out;
+	}
+	ret = 0;
+out:
+	free(pkt);
+	free(mem);
 	return ret;
 }
 
@@ -2385,11 +2661,25 @@ static int sc_upload(struct sftp_conn *c, const char *path, int fd,
 	char *rpath;
 	int rc, ret = -1;
 
-	if (sc_buf(c, size - offset, err) < 0)
-		return -1;
 	rpath = sc_path(c, path);
 	if (!rpath)
 		return sc_oom(err);
+	if (rsize && offset == 0 && size <= RCHAN_PUT_MAX && !c->no_rchan_put) {
+		int64_t deadline = now_ms() + (int64_t)stall_ms(c);
+
+		if (c->rename_ext < 0 && (rc = rchan_open(c, deadline)) < 0) {
+			sc_fail(c, err, rc, false, "cannot create '%s' on %s",
+				rpath, c->where);
+			goto out;
+		}
+		if (c->rchan_up) {
+			ret = rchan_put(c, path, rpath, fd, size, mtime, rsize,
+					progress, arg, err);
+			goto out;
+		}
+	}
+	if (sc_buf(c, size - offset, err) < 0)
+		goto out;
 	h = sc_open_write(c, rpath, offset, err);
 	if (!h)
 		goto out;

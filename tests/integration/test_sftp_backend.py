@@ -576,9 +576,16 @@ def sftp_requests(log: str, prefix: str) -> list[str]:
              ("stat name ", "stat"), ("setstat name ", "setstat"),
              ("fsetstat ", "fsetstat"), ("fstat ", "fstat"),
              ("write ", "write"), ("remove name ", "remove")]
-    out = []
+    out, fset = [], False
     for line in log.splitlines():
         text = re.sub(r"^(debug\d: )?(request \d+: )?", "", line)
+        # FSETSTAT names its handle; the line after it, the path
+        if text.startswith("fsetstat handle "):
+            fset = True
+            continue
+        if fset and text.startswith(f'set "{prefix}'):
+            out.append("fsetstat")
+        fset = False
         for head, kind in kinds:
             if text.startswith(head + f'"{prefix}'):
                 out.append(kind)
@@ -586,11 +593,56 @@ def sftp_requests(log: str, prefix: str) -> list[str]:
     return out
 
 
+def test_small_upload_is_two_round_trips_on_the_side_channel(logged_sshd,
+                                                              sfs, tmp_path):
+    """A small file through the mount costs the server OPEN, WRITE,
+    FSETSTAT (the mtime), FSTAT (the size check), CLOSE and RENAME, in that
+    order, and nothing else; the requests after the OPEN are sent together
+    on the side channel (-d says so for each file).  The size and mtime
+    arrive."""
+    srv, when = logged_sshd, 1_400_000_000
+    src = tmp_path / "one.txt"
+    src.write_bytes(b"one file, two round trips\n" * 40)
+    os.utime(src, (when, when))
+    sfs.add_dest("box", url=srv.url(), identity=srv.client_key,
+                 known_hosts=srv.known_hosts, stall_timeout="10s",
+                 connect_timeout="10s")
+    sfs.mount("-d", env=child_env())
+    dirs = ["a", "b", "c"]
+    for d in dirs:
+        p = sfs.m("box", f"{d}/one.txt")
+        p.parent.mkdir()
+        subprocess.run(["cp", "--preserve=timestamps", str(src), str(p)],
+                       check=True, timeout=30 * SCALE)
+        sfs.wait_uploaded(p, timeout=30 * SCALE)
+        up = srv.root / d / "one.txt"
+        assert up.read_bytes() == src.read_bytes()
+        assert int(up.stat().st_mtime) == when
+    sfs.unmount()
+
+    log = srv.request_log.read_text(errors="replace")
+    for d in dirs:
+        ops = sftp_requests(log, f"{srv.root}/{d}/")
+        assert "open" in ops, log
+        # from the last OPEN: the first one fails when the directory is new
+        ops = ops[len(ops) - 1 - ops[::-1].index("open"):]
+        assert ops == ["open", "write", "fsetstat", "fstat", "close",
+                       "rename"], (d, log)
+    sent = re.findall(r"box: sftp: '[abc]/" + TEMP_RE + r"' holds 1040 "
+                      r"bytes on the server, mtime set \(side channel: open, "
+                      r"then write, fsetstat, fstat and close in one round "
+                      r"trip\)", sfs.log())
+    assert len(sent) == len(dirs), sfs.log_tail()
+
+
 def test_upload_is_open_write_fstat_setstat_close_rename(logged_sshd, sfs,
                                                          tmp_path):
-    """One file through the mount costs the server OPEN, WRITE, FSTAT (the
-    size check), SETSTAT (the mtime), CLOSE and RENAME: no STAT by path after
-    the CLOSE.  -d says whether FSTAT and SETSTAT went out together, and
+    """Without the side channel's small puts (SPOOLFS_SFTP_RAW_PUT=0, as
+    for a server that refuses a second channel, and for every file above
+    32 KiB), one file through the mount costs the server OPEN, WRITE,
+    FSTAT (the size check), SETSTAT (the mtime), CLOSE and RENAME: no STAT
+    by path after the CLOSE.  -d says whether FSTAT and SETSTAT went out
+    together, and
     whether they went out with the last WRITE (before its acknowledgement
     came back: one round trip for all three).  That depends on timing:
     libssh2 cannot send a request without also trying to read its reply,
@@ -605,7 +657,7 @@ def test_upload_is_open_write_fstat_setstat_close_rename(logged_sshd, sfs,
     sfs.add_dest("box", url=srv.url(), identity=srv.client_key,
                  known_hosts=srv.known_hosts, stall_timeout="10s",
                  connect_timeout="10s")
-    sfs.mount("-d", env=child_env())
+    sfs.mount("-d", env={**child_env(), "SPOOLFS_SFTP_RAW_PUT": "0"})
     dirs = ["a", "b", "c"]
     for d in dirs:
         p = sfs.m("box", f"{d}/one.txt")
