@@ -1896,7 +1896,8 @@ static void rp_what(char *buf, size_t n, int op, const char *rpath,
  * requests in order, so FSTAT sees every byte of the WRITE before it.
  * Returns 0 with *RSIZE set, or -1 with *err set: the first failure in
  * request order; all four replies are read whatever happens, so the
- * channel stays in step.
+ * channel stays in step.  Returns 1 (and never again on this connection)
+ * when the server cannot FSETSTAT: the caller puts the file its own way.
  */
 static int rchan_put(struct sftp_conn *c, const char *path, const char *rpath,
 		     int fd, uint64_t size, int64_t mtime, uint64_t *rsize,
@@ -2025,6 +2026,18 @@ static int rchan_put(struct sftp_conn *c, const char *path, const char *rpath,
 		/* the channel is out of step or gone: so is the connection */
 		rp_what(what, sizeof(what), RP_WRITE, rpath, c->where);
 		sc_fail(c, err, rc, false, "%s", what);
+		goto out;
+	}
+	if (first == RP_SETSTAT && status[RP_WRITE] == LIBSSH2_FX_OK &&
+	    (status[first] == LIBSSH2_FX_OP_UNSUPPORTED ||
+	     status[first] == LIBSSH2_FX_PERMISSION_DENIED)) {
+		/* no FSETSTAT here (sftp-server -P fsetstat refuses it):
+		 * libssh2's puts set the mtime by path */
+		log_info("%s: sftp: %s does not set times through a handle; "
+			 "small files go the longer way", c->dest->name,
+			 c->where);
+		c->no_rchan_put = true;
+		ret = 1;
 		goto out;
 	}
 	if (first >= 0) {
@@ -2675,7 +2688,9 @@ static int sc_upload(struct sftp_conn *c, const char *path, int fd,
 		if (c->rchan_up) {
 			ret = rchan_put(c, path, rpath, fd, size, mtime, rsize,
 					progress, arg, err);
-			goto out;
+			if (ret <= 0)
+				goto out;
+			ret = -1;
 		}
 	}
 	if (sc_buf(c, size - offset, err) < 0)

@@ -397,6 +397,35 @@ def test_small_files_come_back_from_the_journal_after_a_power_cut(sfs, where):
     sfs.wait_spool_empty()
 
 
+@pytest.mark.allow_log(r"small files written back from the journal")
+def test_fsync_never_small_files_survive_a_killed_daemon(sfs):
+    """With fsync = never a new small file's content also lives in memory
+    until it is uploaded; its copy in the journal (not fsynced) is what
+    outlives a kill -9, as the rest of the journal does.  Every closed
+    file arrives byte for byte after the remount, none in .failed/."""
+    dest = sfs.add_dest("local")
+    sfs.set_spool(settle="5s", fsync="never")
+    sfs.mount()
+    files = {f"d/f{i}.bin": pseudo_random(500 + 4000 * i, 70 + i)
+             for i in range(6)}
+    for rel, data in files.items():
+        write_file(sfs.m("local", rel), data)
+    assert sfs.pending() and count_files(dest) == 0, \
+        "premise: settle = 5s keeps every upload back"
+    assert not data_ids_by_size(sfs), "premise: the contents are in memory"
+    sfs.kill9()
+    sfs.cleanup_dead_mount()
+
+    sfs.set_spool(settle="0", fsync="never")
+    sfs.mount()
+    sfs.wait_uploaded(*(sfs.m("local", rel) for rel in files), timeout=60)
+    for rel, data in files.items():
+        assert (dest / rel).read_bytes() == data, rel
+    assert sfs.failed() == []
+    assert f"{len(files)} small files written back from the journal" in \
+        sfs.log(), sfs.log_tail()
+
+
 @pytest.mark.parametrize("where", ["memory", "disk"])
 def test_an_append_to_a_small_file_fsyncs_its_data_file_first(sfs, where):
     """A small file committed inline, then appended to: once the journal

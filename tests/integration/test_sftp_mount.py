@@ -659,3 +659,31 @@ def test_server_killed_during_a_split_put_resumes_without_a_gap(sshd, sfs):
     assert m, "no resume line\n" + sfs.log_tail()
     resumed_at = int(m.group(1))
     assert seen[0] <= resumed_at < size, (seen[0], resumed_at)
+
+
+def test_small_files_without_fsetstat_go_the_libssh2_way(servers, sfs,
+                                                         tmp_path):
+    """A server that refuses FSETSTAT (here sftp-server -P fsetstat): the
+    side channel's small put finds out at the first file, says so once in
+    the log, and this connection's small files go through libssh2, which
+    sets the mtime by path.  Every file arrives byte for byte with its
+    mtime; none goes to .failed/."""
+    srv = servers(sftp_flags="-P fsetstat")
+    add_box(sfs, srv)
+    mount(sfs)
+    when = 1_500_000_000
+    src = tmp_path / "fsetstat-src"
+    src.mkdir()
+    files = {f"f{i}.txt": pseudo_random(100 + i * 700, i) for i in range(5)}
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+        os.utime(src / name, (when, when))
+    subprocess.run(["cp", "-r", "--preserve=timestamps", str(src),
+                    str(sfs.m("box", "d"))], check=True, timeout=scaled(60))
+    sfs.wait_uploaded(*(sfs.m("box", f"d/{n}") for n in files))
+    for name, data in files.items():
+        up = srv.root / "d" / name
+        assert up.read_bytes() == data, name
+        assert int(up.stat().st_mtime) == when, name
+    assert sfs.failed() == []
+    assert "does not set times through a handle" in sfs.log(), sfs.log_tail()
