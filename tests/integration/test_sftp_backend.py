@@ -593,23 +593,20 @@ def sftp_requests(log: str, prefix: str) -> list[str]:
     return out
 
 
-def test_small_upload_is_two_round_trips_on_the_side_channel(logged_sshd,
-                                                              sfs, tmp_path):
-    """A small file through the mount costs the server OPEN, WRITE,
-    FSETSTAT (the mtime), FSTAT (the size check), CLOSE and RENAME, in that
-    order, and nothing else; the requests after the OPEN are sent together
-    on the side channel (-d says so for each file).  The size and mtime
-    arrive."""
-    srv, when = logged_sshd, 1_400_000_000
+def upload_three_and_log(srv, sfs, tmp_path, env: dict) -> list[list[str]]:
+    """cp one 1040-byte file with an old mtime into a/, b/ and c/ through a
+    mount with -d and ENV, check each arrived whole with its mtime, unmount.
+    Returns, for each directory, the requests the server logged for it from
+    the last OPEN on (the first one fails when the directory is new)."""
+    when = 1_400_000_000
     src = tmp_path / "one.txt"
-    src.write_bytes(b"one file, two round trips\n" * 40)
+    src.write_bytes(b"one file, few round trips\n" * 40)
     os.utime(src, (when, when))
     sfs.add_dest("box", url=srv.url(), identity=srv.client_key,
                  known_hosts=srv.known_hosts, stall_timeout="10s",
                  connect_timeout="10s")
-    sfs.mount("-d", env=child_env())
-    dirs = ["a", "b", "c"]
-    for d in dirs:
+    sfs.mount("-d", env=env)
+    for d in "abc":
         p = sfs.m("box", f"{d}/one.txt")
         p.parent.mkdir()
         subprocess.run(["cp", "--preserve=timestamps", str(src), str(p)],
@@ -619,20 +616,30 @@ def test_small_upload_is_two_round_trips_on_the_side_channel(logged_sshd,
         assert up.read_bytes() == src.read_bytes()
         assert int(up.stat().st_mtime) == when
     sfs.unmount()
-
     log = srv.request_log.read_text(errors="replace")
-    for d in dirs:
+    out = []
+    for d in "abc":
         ops = sftp_requests(log, f"{srv.root}/{d}/")
         assert "open" in ops, log
-        # from the last OPEN: the first one fails when the directory is new
-        ops = ops[len(ops) - 1 - ops[::-1].index("open"):]
+        out.append(ops[len(ops) - 1 - ops[::-1].index("open"):])
+    return out
+
+
+def test_small_upload_is_two_round_trips_on_the_side_channel(logged_sshd,
+                                                              sfs, tmp_path):
+    """A small file through the mount costs the server OPEN, WRITE,
+    FSETSTAT (the mtime), FSTAT (the size check), CLOSE and RENAME, in that
+    order, and nothing else; the requests after the OPEN are sent together
+    on the side channel (-d says so for each file).  The size and mtime
+    arrive."""
+    for ops in upload_three_and_log(logged_sshd, sfs, tmp_path, child_env()):
         assert ops == ["open", "write", "fsetstat", "fstat", "close",
-                       "rename"], (d, log)
+                       "rename"], ops
     sent = re.findall(r"box: sftp: '[abc]/" + TEMP_RE + r"' holds 1040 "
                       r"bytes on the server, mtime set \(side channel: open, "
                       r"then write, fsetstat, fstat and close in one round "
                       r"trip\)", sfs.log())
-    assert len(sent) == len(dirs), sfs.log_tail()
+    assert len(sent) == 3, sfs.log_tail()
 
 
 def test_upload_is_open_write_fstat_setstat_close_rename(logged_sshd, sfs,
@@ -642,47 +649,23 @@ def test_upload_is_open_write_fstat_setstat_close_rename(logged_sshd, sfs,
     32 KiB), one file through the mount costs the server OPEN, WRITE,
     FSTAT (the size check), SETSTAT (the mtime), CLOSE and RENAME: no STAT
     by path after the CLOSE.  -d says whether FSTAT and SETSTAT went out
-    together, and
-    whether they went out with the last WRITE (before its acknowledgement
-    came back: one round trip for all three).  That depends on timing:
-    libssh2 cannot send a request without also trying to read its reply,
-    and when the reply is already there (a fast loopback, or a daemon thread
-    descheduled in between) the next request follows it.  The server here
-    answers 30 ms late, as over a network; still, the order is asserted for
-    each of three files and the one round trip for at least one of them."""
-    srv, when = logged_sshd, 1_400_000_000
-    src = tmp_path / "one.txt"
-    src.write_bytes(b"one file, few round trips\n" * 40)
-    os.utime(src, (when, when))
-    sfs.add_dest("box", url=srv.url(), identity=srv.client_key,
-                 known_hosts=srv.known_hosts, stall_timeout="10s",
-                 connect_timeout="10s")
-    sfs.mount("-d", env={**child_env(), "SPOOLFS_SFTP_RAW_PUT": "0"})
-    dirs = ["a", "b", "c"]
-    for d in dirs:
-        p = sfs.m("box", f"{d}/one.txt")
-        p.parent.mkdir()
-        subprocess.run(["cp", "--preserve=timestamps", str(src), str(p)],
-                       check=True, timeout=30 * SCALE)
-        sfs.wait_uploaded(p, timeout=30 * SCALE)
-        up = srv.root / d / "one.txt"
-        assert up.read_bytes() == src.read_bytes()
-        assert int(up.stat().st_mtime) == when
-    sfs.unmount()
-
-    log = srv.request_log.read_text(errors="replace")
-    for d in dirs:
-        ops = sftp_requests(log, f"{srv.root}/{d}/")
-        assert "open" in ops, log
-        # from the last OPEN: the first one fails when the directory is new
-        ops = ops[len(ops) - 1 - ops[::-1].index("open"):]
+    together, and whether they went out with the last WRITE (before its
+    acknowledgement came back: one round trip for all three).  That
+    depends on timing: libssh2 cannot send a request without also trying
+    to read its reply, and when the reply is already there (a fast
+    loopback, or a daemon thread descheduled in between) the next request
+    follows it.  The server here answers 30 ms late, as over a network;
+    still, the order is asserted for each of three files and the one round
+    trip for at least one of them."""
+    for ops in upload_three_and_log(logged_sshd, sfs, tmp_path,
+                                    child_env(SPOOLFS_SFTP_RAW_PUT="0")):
         while ops.count("write") > 1:
             ops.remove("write")
         assert ops == ["open", "write", "fstat", "setstat", "close",
-                       "rename"], (d, log)
+                       "rename"], ops
     tails = re.findall(r"box: sftp: '[abc]/" + TEMP_RE + r"' holds 1040 "
                        r"bytes on the server, mtime set \((.*)\)", sfs.log())
-    assert len(tails) == len(dirs), sfs.log_tail()
+    assert len(tails) == 3, sfs.log_tail()
     assert set(tails) <= {
         f"fstat{how}{sent}"
         for how in (" and setstat in one round trip", ", then setstat")
