@@ -858,25 +858,19 @@ static void mem_resize_locked(struct spool *sp, struct spool_node *n)
 	n->mem_size = n->size;
 }
 
+static void *inline_read(int fd, uint64_t size);
+
 /* Copy LEN bytes from IN to OUT, both from offset 0.  0 or -errno. */
 static int copy_small(int in, int out, size_t len)
 {
-	char *buf = malloc(len ? len : 1);
-	size_t got = 0, put = 0;
+	size_t put = 0;
+	char *buf;
 	int rc = 0;
 
+	errno = 0;
+	buf = inline_read(in, len);
 	if (!buf)
-		return -ENOMEM;
-	while (rc == 0 && got < len) {
-		ssize_t r = pread(in, buf + got, len - got, (off_t)got);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			rc = r < 0 ? -errno : -EIO;
-		else
-			got += (size_t)r;
-	}
+		return errno ? -errno : -EIO;	/* 0: shorter than LEN */
 	while (rc == 0 && put < len) {
 		ssize_t w = pwrite(out, buf + put, len - put, (off_t)put);
 
