@@ -1670,6 +1670,64 @@ static int rchan_open(struct sftp_conn *c, int64_t deadline)
 	return 0;
 }
 
+/* A packet being built in a buffer sized for it beforehand. */
+struct rpkt {
+	unsigned char *p;
+	size_t len;
+};
+
+static size_t rp_begin(struct rpkt *b, unsigned char type, uint32_t id)
+{
+	size_t at = b->len;
+
+	b->p[at + 4] = type;
+	put_u32(b->p + at + 5, id);
+	b->len += 9;
+	return at;
+}
+
+static void rp_end(struct rpkt *b, size_t at)
+{
+	put_u32(b->p + at, (uint32_t)(b->len - at - 4));
+}
+
+static void rp_u32(struct rpkt *b, uint32_t v)
+{
+	put_u32(b->p + b->len, v);
+	b->len += 4;
+}
+
+static void rp_u64(struct rpkt *b, uint64_t v)
+{
+	rp_u32(b, (uint32_t)(v >> 32));
+	rp_u32(b, (uint32_t)v);
+}
+
+static void rp_str(struct rpkt *b, const void *s, size_t n)
+{
+	rp_u32(b, (uint32_t)n);
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+}
+
+/* Read the reply to request ID into *pkt (its type is (*pkt)[0]).  A
+ * reply to another request is a protocol error: the side channel has one
+ * caller, and it reads every reply it asked for. */
+static int rchan_reply(struct sftp_conn *c, uint32_t id, unsigned char **pkt,
+		       uint32_t *len, int64_t deadline)
+{
+	int rc = rchan_packet(c, pkt, len, deadline);
+
+	if (rc < 0)
+		return rc;
+	if (*len < 9 || get_u32(*pkt + 1) != id) {
+		free(*pkt);
+		*pkt = NULL;
+		return LIBSSH2_ERROR_PROTO;
+	}
+	return 0;
+}
+
 /*
  * posix-rename@openssh.com FROM TO over the side channel.  Returns 0, a
  * libssh2 session code (< 0), or a positive SFTP status in *status.
@@ -1678,36 +1736,27 @@ static int rchan_rename(struct sftp_conn *c, const char *from, const char *to,
 			unsigned long *status, int64_t deadline)
 {
 	static const char ext[] = "posix-rename@openssh.com";
-	size_t fl = strlen(from), tl = strlen(to), el = sizeof(ext) - 1;
-	size_t len = 1 + 4 + 4 + el + 4 + fl + 4 + tl;
-	unsigned char *req = malloc(4 + len), *p, *pkt = NULL;
+	size_t fl = strlen(from), tl = strlen(to), el = sizeof(ext) - 1, at;
+	struct rpkt b = { malloc(9 + 4 + el + 4 + fl + 4 + tl), 0 };
 	uint32_t id = ++c->rchan_id, plen;
+	unsigned char *pkt = NULL;
 	int rc;
 
 	*status = 0;
-	if (!req)
+	if (!b.p)
 		return LIBSSH2_ERROR_ALLOC;
-	p = req;
-	put_u32(p, (uint32_t)len);
-	p[4] = FXP_EXTENDED;
-	put_u32(p + 5, id);
-	p += 9;
-	put_u32(p, (uint32_t)el);
-	memcpy(p + 4, ext, el);
-	p += 4 + el;
-	put_u32(p, (uint32_t)fl);
-	memcpy(p + 4, from, fl);
-	p += 4 + fl;
-	put_u32(p, (uint32_t)tl);
-	memcpy(p + 4, to, tl);
-	rc = rchan_write(c, req, 4 + len, deadline);
-	free(req);
+	at = rp_begin(&b, FXP_EXTENDED, id);
+	rp_str(&b, ext, el);
+	rp_str(&b, from, fl);
+	rp_str(&b, to, tl);
+	rp_end(&b, at);
+	rc = rchan_write(c, b.p, b.len, deadline);
+	free(b.p);
+	if (rc == 0)
+		rc = rchan_reply(c, id, &pkt, &plen, deadline);
 	if (rc < 0)
 		return rc;
-	rc = rchan_packet(c, &pkt, &plen, deadline);
-	if (rc < 0)
-		return rc;
-	if (pkt[0] != FXP_STATUS || plen < 9 || get_u32(pkt + 1) != id) {
+	if (pkt[0] != FXP_STATUS) {
 		free(pkt);
 		return LIBSSH2_ERROR_PROTO;
 	}
@@ -1802,64 +1851,6 @@ out:
 }
 
 /* ------------------------------------------------------------ small puts */
-
-/* A packet being built in a buffer sized for it beforehand. */
-struct rpkt {
-	unsigned char *p;
-	size_t len;
-};
-
-static size_t rp_begin(struct rpkt *b, unsigned char type, uint32_t id)
-{
-	size_t at = b->len;
-
-	b->p[at + 4] = type;
-	put_u32(b->p + at + 5, id);
-	b->len += 9;
-	return at;
-}
-
-static void rp_end(struct rpkt *b, size_t at)
-{
-	put_u32(b->p + at, (uint32_t)(b->len - at - 4));
-}
-
-static void rp_u32(struct rpkt *b, uint32_t v)
-{
-	put_u32(b->p + b->len, v);
-	b->len += 4;
-}
-
-static void rp_u64(struct rpkt *b, uint64_t v)
-{
-	rp_u32(b, (uint32_t)(v >> 32));
-	rp_u32(b, (uint32_t)v);
-}
-
-static void rp_str(struct rpkt *b, const void *s, size_t n)
-{
-	rp_u32(b, (uint32_t)n);
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-}
-
-/* Read the reply to request ID: its type in *type, the packet in *pkt.
- * A reply to another request is a protocol error: the side channel has
- * one caller, and it reads every reply it asked for. */
-static int rchan_reply(struct sftp_conn *c, uint32_t id, unsigned char **pkt,
-		       uint32_t *len, int64_t deadline)
-{
-	int rc = rchan_packet(c, pkt, len, deadline);
-
-	if (rc < 0)
-		return rc;
-	if (*len < 9 || get_u32(*pkt + 1) != id) {
-		free(*pkt);
-		*pkt = NULL;
-		return LIBSSH2_ERROR_PROTO;
-	}
-	return 0;
-}
 
 enum { RP_WRITE, RP_SETSTAT, RP_FSTAT, RP_CLOSE, RP_OPS };
 
