@@ -34,15 +34,22 @@ const struct spoolfs_backend *spoolfs_backend_find(const char *scheme)
 	return NULL;
 }
 
+/* The backend DEST's connections use. */
+static const struct spoolfs_backend *dest_backend(
+	const struct spoolfs_dest *dest)
+{
+	if (spoolfs_backend_override)
+		return spoolfs_backend_override;
+	return spoolfs_backend_find(dest->scheme);
+}
+
 struct spoolfs_conn *spoolfs_conn_open(const struct spoolfs_dest *dest,
 				       struct spoolfs_error *err)
 {
-	const struct spoolfs_backend *be = spoolfs_backend_override;
+	const struct spoolfs_backend *be = dest_backend(dest);
 	struct spoolfs_conn *conn;
 
 	spoolfs_error_clear(err);
-	if (!be)
-		be = spoolfs_backend_find(dest->scheme);
 	if (!be) {
 		spoolfs_error_set(err, SPOOLFS_E_UNSUPPORTED,
 				  "no backend for '%s://' in this build",
@@ -150,6 +157,42 @@ int spoolfs_conn_put_file(struct spoolfs_conn *conn, const char *path,
 	return op_result(b->put_file(conn, path, fd, offset, size, mtime,
 				     progress, arg, rsize, err),
 			 err, "upload");
+}
+
+bool spoolfs_dest_can_batch(const struct spoolfs_dest *dest)
+{
+	const struct spoolfs_backend *be = dest_backend(dest);
+
+	return be && be->put_batch;
+}
+
+void spoolfs_conn_put_batch(struct spoolfs_conn *conn,
+			    struct spoolfs_put_item *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		spoolfs_error_clear(&items[i].err);
+		items[i].rc = 1;
+		items[i].rsize = UINT64_MAX;
+		if (!(conn->backend->caps & SPOOLFS_CAP_MTIME))
+			items[i].mtime = -1;
+	}
+	if (conn->backend->put_batch)
+		conn->backend->put_batch(conn, items, n);
+	for (size_t i = 0; i < n; i++)
+		op_result(items[i].rc, &items[i].err, "upload");
+}
+
+void spoolfs_conn_rename_batch(struct spoolfs_conn *conn,
+			       struct spoolfs_rename_item *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		spoolfs_error_clear(&items[i].err);
+		items[i].rc = 1;
+	}
+	if (conn->backend->rename_batch)
+		conn->backend->rename_batch(conn, items, n);
+	for (size_t i = 0; i < n; i++)
+		op_result(items[i].rc, &items[i].err, "rename");
 }
 
 int spoolfs_conn_check_name(struct spoolfs_conn *conn, const char *path,

@@ -65,6 +65,38 @@ struct spoolfs_conn {
  */
 typedef int (*spoolfs_progress_fn)(void *arg, uint64_t done);
 
+/*
+ * One file of a batch (put_batch): PATH gets bytes [0, SIZE) of FD and the
+ * mtime MTIME (< 0: leave it).  The backend fills RC (0 done, -1 failed
+ * with ERR set, 1 not tried: the caller puts it the usual way) and, when
+ * done, RSIZE: the size the server holds, asked of the server.
+ */
+struct spoolfs_put_item {
+	const char *path;
+	int fd;
+	uint64_t size;
+	int64_t mtime;
+	spoolfs_progress_fn progress;	/* called once, with SIZE, when done */
+	void *arg;
+	int rc;
+	uint64_t rsize;
+	struct spoolfs_error err;
+};
+
+/* One rename of a batch (rename_batch): FROM to TO, RC and ERR as in
+ * struct spoolfs_put_item. */
+struct spoolfs_rename_item {
+	const char *from;
+	const char *to;
+	int rc;
+	struct spoolfs_error err;
+};
+
+/* A batch holds at most this many files, each of at most
+ * SPOOLFS_BATCH_FILE_MAX bytes. */
+#define SPOOLFS_BATCH_MAX	32
+#define SPOOLFS_BATCH_FILE_MAX	32768
+
 struct spoolfs_rstat {
 	uint64_t size;
 	int64_t mtime;		/* seconds since the epoch, -1 if unknown */
@@ -112,6 +144,17 @@ struct spoolfs_backend {
 			uint64_t offset, uint64_t size, int64_t mtime,
 			spoolfs_progress_fn progress, void *arg,
 			uint64_t *rsize, struct spoolfs_error *err);
+	/*
+	 * MAY: put_file() from byte 0 of N small files at once, their
+	 * requests pipelined, so that the batch costs the round trips of one
+	 * file.  Each item gets its own result; a failure of one does not
+	 * stop the others, but a connection that fails fails the rest.
+	 */
+	void (*put_batch)(struct spoolfs_conn *conn,
+			  struct spoolfs_put_item *items, size_t n);
+	/* MAY: rename() of N files at once, pipelined, results as put_batch */
+	void (*rename_batch)(struct spoolfs_conn *conn,
+			     struct spoolfs_rename_item *items, size_t n);
 	/* MUST: size (and mtime) of PATH; SPOOLFS_E_NOTFOUND when absent. */
 	int (*stat)(struct spoolfs_conn *conn, const char *path,
 		    struct spoolfs_rstat *st, struct spoolfs_error *err);
@@ -173,6 +216,14 @@ int spoolfs_conn_put_file(struct spoolfs_conn *conn, const char *path,
 			  int64_t mtime, spoolfs_progress_fn progress,
 			  void *arg, uint64_t *rsize,
 			  struct spoolfs_error *err);
+/* Whether DEST's backend can put small files in batches (put_batch). */
+bool spoolfs_dest_can_batch(const struct spoolfs_dest *dest);
+/* put_batch; an item the backend did not try has rc 1. */
+void spoolfs_conn_put_batch(struct spoolfs_conn *conn,
+			    struct spoolfs_put_item *items, size_t n);
+/* rename_batch; an item the backend did not try has rc 1. */
+void spoolfs_conn_rename_batch(struct spoolfs_conn *conn,
+			       struct spoolfs_rename_item *items, size_t n);
 int spoolfs_conn_stat(struct spoolfs_conn *conn, const char *path,
 		      struct spoolfs_rstat *st, struct spoolfs_error *err);
 int spoolfs_conn_rename(struct spoolfs_conn *conn, const char *from,

@@ -32,6 +32,7 @@ static unsigned injected[SPOOLFS_FAULTY__COUNT];
 static unsigned delay_ms[SPOOLFS_FAULTY__COUNT];
 static struct fault put_after;		/* remaining: 1 when armed */
 static struct fault rename_lost;	/* remaining: 1 when armed */
+static unsigned batched;
 static uint64_t put_after_bytes;
 static int64_t last_put_offset = -1;
 static char last_put_path[PATH_MAX];
@@ -76,6 +77,7 @@ void spoolfs_faulty_reset(void)
 	memset(&put_after, 0, sizeof(put_after));
 	memset(&rename_lost, 0, sizeof(rename_lost));
 	put_after_bytes = 0;
+	batched = 0;
 	last_put_offset = -1;
 	last_put_path[0] = '\0';
 	pthread_mutex_unlock(&fault_lock);
@@ -114,6 +116,16 @@ void spoolfs_faulty_delay(enum spoolfs_faulty_op op, unsigned ms)
 	pthread_mutex_lock(&fault_lock);
 	delay_ms[op] = ms;
 	pthread_mutex_unlock(&fault_lock);
+}
+
+unsigned spoolfs_faulty_batched(void)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&fault_lock);
+	n = batched;
+	pthread_mutex_unlock(&fault_lock);
+	return n;
 }
 
 unsigned spoolfs_faulty_calls(enum spoolfs_faulty_op op)
@@ -419,6 +431,36 @@ static int faulty_check_name(struct spoolfs_conn *conn, const char *path,
 	return spoolfs_conn_check_name(inner(conn), path, err);
 }
 
+/*
+ * Batches, so that the spool's batch path (uploader.c, run_batch()) meets
+ * the faults too: each file is its own put, set_mtime and stat, each
+ * rename its own rename, counted and failed as those are.
+ */
+static void faulty_put_batch(struct spoolfs_conn *conn,
+			     struct spoolfs_put_item *items, size_t n)
+{
+	pthread_mutex_lock(&fault_lock);
+	if (n >= 2)
+		batched += (unsigned)n;
+	pthread_mutex_unlock(&fault_lock);
+	for (size_t i = 0; i < n; i++) {
+		struct spoolfs_put_item *it = &items[i];
+
+		it->rc = spoolfs_conn_put_file(conn, it->path, it->fd, 0,
+					       it->size, it->mtime,
+					       it->progress, it->arg,
+					       &it->rsize, &it->err);
+	}
+}
+
+static void faulty_rename_batch(struct spoolfs_conn *conn,
+				struct spoolfs_rename_item *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		items[i].rc = spoolfs_conn_rename(conn, items[i].from,
+						  items[i].to, &items[i].err);
+}
+
 const struct spoolfs_backend spoolfs_backend_faulty = {
 	.scheme = "faulty",
 	.default_port = 0,
@@ -427,6 +469,8 @@ const struct spoolfs_backend spoolfs_backend_faulty = {
 	.disconnect = faulty_disconnect,
 	.mkdirs = faulty_mkdirs,
 	.put = faulty_put,
+	.put_batch = faulty_put_batch,
+	.rename_batch = faulty_rename_batch,
 	.stat = faulty_stat,
 	.rename = faulty_rename,
 	.remove = faulty_remove,

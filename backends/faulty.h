@@ -80,6 +80,9 @@ void spoolfs_faulty_delay(enum spoolfs_faulty_op op, unsigned ms);
 /* Calls of OP since the last reset, failed ones included. */
 unsigned spoolfs_faulty_calls(enum spoolfs_faulty_op op);
 
+/* Files put in batches of two or more (put_batch) since the last reset. */
+unsigned spoolfs_faulty_batched(void);
+
 /* Calls of OP that failed because of an armed fault. */
 unsigned spoolfs_faulty_injected(enum spoolfs_faulty_op op);
 

@@ -119,6 +119,8 @@
  * (rchan_put()): one WRITE, within the 34000-byte packets every server
  * must take (draft-ietf-secsh-filexfer-02, section 3). */
 #define RCHAN_PUT_MAX		32768u
+_Static_assert(RCHAN_PUT_MAX >= SPOOLFS_BATCH_FILE_MAX,
+	       "a batch's files fit the side channel's puts");
 #define FXF_WRITE		0x02
 #define FXF_CREAT		0x08
 #define FXF_TRUNC		0x10
@@ -1729,40 +1731,60 @@ static int rchan_reply(struct sftp_conn *c, uint32_t id, unsigned char **pkt,
 }
 
 /*
- * posix-rename@openssh.com FROM TO over the side channel.  Returns 0, a
- * libssh2 session code (< 0), or a positive SFTP status in *status.
+ * posix-rename@openssh.com FROM[i] TO[i], i < N, over the side channel:
+ * all sent at once, the replies read in order.  Returns 0 with each
+ * rename's SFTP status in STATUS[i], or a libssh2 session code (< 0).
  */
-static int rchan_rename(struct sftp_conn *c, const char *from, const char *to,
-			unsigned long *status, int64_t deadline)
+static int rchan_renames(struct sftp_conn *c, size_t n, char *const *from,
+			 char *const *to, unsigned long *status,
+			 int64_t deadline)
 {
 	static const char ext[] = "posix-rename@openssh.com";
-	size_t fl = strlen(from), tl = strlen(to), el = sizeof(ext) - 1, at;
-	struct rpkt b = { malloc(9 + 4 + el + 4 + fl + 4 + tl), 0 };
-	uint32_t id = ++c->rchan_id, plen;
+	size_t el = sizeof(ext) - 1, total = 0, at, i;
+	uint32_t id0 = c->rchan_id + 1, plen;
 	unsigned char *pkt = NULL;
+	struct rpkt b;
 	int rc;
 
-	*status = 0;
+	if (n == 0)
+		return 0;
+	for (i = 0; i < n; i++)
+		total += 9 + 4 + el + 4 + strlen(from[i]) + 4 + strlen(to[i]);
+	b = (struct rpkt){ calloc(1, total), 0 };
 	if (!b.p)
 		return LIBSSH2_ERROR_ALLOC;
-	at = rp_begin(&b, FXP_EXTENDED, id);
-	rp_str(&b, ext, el);
-	rp_str(&b, from, fl);
-	rp_str(&b, to, tl);
-	rp_end(&b, at);
+	for (i = 0; i < n; i++) {
+		at = rp_begin(&b, FXP_EXTENDED, ++c->rchan_id);
+		rp_str(&b, ext, el);
+		rp_str(&b, from[i], strlen(from[i]));
+		rp_str(&b, to[i], strlen(to[i]));
+		rp_end(&b, at);
+	}
 	rc = rchan_write(c, b.p, b.len, deadline);
 	free(b.p);
-	if (rc == 0)
-		rc = rchan_reply(c, id, &pkt, &plen, deadline);
-	if (rc < 0)
-		return rc;
-	if (pkt[0] != FXP_STATUS) {
+	for (i = 0; i < n && rc == 0; i++) {
+		rc = rchan_reply(c, id0 + (uint32_t)i, &pkt, &plen, deadline);
+		if (rc < 0)
+			break;
+		if (pkt[0] != FXP_STATUS)
+			rc = LIBSSH2_ERROR_PROTO;
+		else
+			status[i] = get_u32(pkt + 5);
 		free(pkt);
-		return LIBSSH2_ERROR_PROTO;
 	}
-	*status = get_u32(pkt + 5);
-	free(pkt);
-	return 0;
+	return rc;
+}
+
+/* A rename's SFTP status ST (not OK) into *err. */
+static int sc_rename_status(struct spoolfs_error *err, unsigned long st,
+			    const char *rfrom, const char *rto,
+			    const char *where)
+{
+	const char *text;
+	enum spoolfs_err code = sc_status(st, &text);
+
+	return spoolfs_error_set(err, code, "cannot rename '%s' to '%s' on "
+				 "%s: %s", rfrom, rto, where, text);
 }
 
 static int sftp_rename(struct spoolfs_conn *conn, const char *from,
@@ -1794,7 +1816,7 @@ static int sftp_rename(struct spoolfs_conn *conn, const char *from,
 		}
 	}
 	if (c->rename_ext > 0) {
-		rc = rchan_rename(c, rfrom, rto, &st, deadline);
+		rc = rchan_renames(c, 1, &rfrom, &rto, &st, deadline);
 		if (rc < 0) {
 			sc_fail(c, err, rc, false,
 				"cannot rename '%s' to '%s' on %s", rfrom, rto,
@@ -1802,12 +1824,7 @@ static int sftp_rename(struct spoolfs_conn *conn, const char *from,
 			goto out;
 		}
 		if (st != LIBSSH2_FX_OK) {
-			const char *text;
-			enum spoolfs_err code = sc_status(st, &text);
-
-			spoolfs_error_set(err, code,
-				"cannot rename '%s' to '%s' on %s: %s", rfrom,
-				rto, c->where, text);
+			sc_rename_status(err, st, rfrom, rto, c->where);
 			goto out;
 		}
 		ret = 0;
@@ -1850,6 +1867,65 @@ out:
 	return ret;
 }
 
+/*
+ * rename_batch: all over the side channel (rchan_renames()) where the
+ * server has posix-rename, else none (sftp_rename() then removes and
+ * renames, one at a time).
+ */
+static void sftp_rename_batch(struct spoolfs_conn *conn,
+			      struct spoolfs_rename_item *items, size_t n)
+{
+	struct sftp_conn *c = conn->priv;
+	char **rfrom = calloc(n, sizeof(*rfrom));
+	char **rto = calloc(n, sizeof(*rto));
+	unsigned long *st = calloc(n, sizeof(*st));
+	int64_t deadline = now_ms() + (int64_t)stall_ms(c);
+	size_t i;
+	int rc = 0;
+
+	if (c->dead)
+		goto out;
+	if (!rfrom || !rto || !st)
+		rc = LIBSSH2_ERROR_ALLOC;
+	for (i = 0; i < n && rc == 0; i++) {
+		rfrom[i] = sc_path(c, items[i].from);
+		rto[i] = sc_path(c, items[i].to);
+		if (!rfrom[i] || !rto[i])
+			rc = LIBSSH2_ERROR_ALLOC;
+	}
+	if (rc == 0 && c->rename_ext < 0)
+		rc = rchan_open(c, deadline);
+	if (rc == 0 && c->rename_ext <= 0)
+		goto out;
+	log_debug("%s: sftp: rename %zu files at once", c->dest->name, n);
+	if (rc == 0)
+		rc = rchan_renames(c, n, rfrom, rto, st, deadline);
+	for (i = 0; i < n; i++) {
+		const char *f = rfrom && rfrom[i] ? rfrom[i] : items[i].from;
+		const char *t = rto && rto[i] ? rto[i] : items[i].to;
+
+		if (rc == LIBSSH2_ERROR_ALLOC)
+			items[i].rc = sc_oom(&items[i].err);
+		else if (rc < 0)
+			items[i].rc = sc_fail(c, &items[i].err, rc, false,
+					      "cannot rename '%s' to '%s' on "
+					      "%s", f, t, c->where);
+		else if (st[i] != LIBSSH2_FX_OK)
+			items[i].rc = sc_rename_status(&items[i].err, st[i], f,
+						       t, c->where);
+		else
+			items[i].rc = 0;
+	}
+out:
+	for (i = 0; i < n && rfrom && rto; i++) {
+		free(rfrom[i]);
+		free(rto[i]);
+	}
+	free(rfrom);
+	free(rto);
+	free(st);
+}
+
 /* ------------------------------------------------------------ small puts */
 
 enum { RP_WRITE, RP_SETSTAT, RP_FSTAT, RP_CLOSE, RP_OPS };
@@ -1878,179 +1954,318 @@ static void rp_what(char *buf, size_t n, int op, const char *rpath,
 	}
 }
 
-/*
- * put_file of a small file from its first byte, over the side channel, in
- * two round trips: OPEN; then WRITE, FSETSTAT (with an mtime), FSTAT (the
- * size check) and CLOSE sent at once, their replies read in order.
- * libssh2's calls take three (OPEN; WRITE with FSTAT and SETSTAT; CLOSE:
- * see sc_put_tail() for why not fewer).  The server answers a channel's
- * requests in order, so FSTAT sees every byte of the WRITE before it.
- * Returns 0 with *RSIZE set, or -1 with *err set: the first failure in
- * request order; all four replies are read whatever happens, so the
- * channel stays in step.  Returns 1 (and never again on this connection)
- * when the server cannot FSETSTAT: the caller puts the file its own way.
- */
-static int rchan_put(struct sftp_conn *c, const char *path, const char *rpath,
-		     int fd, uint64_t size, int64_t mtime, uint64_t *rsize,
-		     spoolfs_progress_fn progress, void *arg,
-		     struct spoolfs_error *err)
-{
-	char what[SPOOLFS_ERRMSG_MAX];
-	size_t rl = strlen(rpath), hl, got = 0;
-	int64_t deadline = now_ms() + (int64_t)stall_ms(c);
-	uint32_t ids[RP_OPS], plen = 0, id;
-	unsigned char *pkt = NULL, handle[FX_HANDLE_MAX], *mem;
+/* One file of a small put on the side channel (rchan_put_batch()). */
+struct rp_file {
+	struct spoolfs_put_item *it;
+	char *rpath;
 	/* the OPEN goes out from the start of MEM; the data is read to
-	 * DATA_AT, with room before it for the WRITE's header and after
-	 * it for the requests that follow */
-	size_t data_at = 320 + rl, at;
-	struct rpkt b;
-	int rc, ret = -1, first = -1;
-	unsigned long status[RP_OPS] = { 0 };
+	 * DATA_AT, with room before it for the WRITE's header and after it
+	 * for the requests that follow */
+	unsigned char *mem;
+	size_t data_at;
+	unsigned char handle[FX_HANDLE_MAX];
+	size_t hl;
+	uint32_t open_id;
+	uint32_t ids[RP_OPS];
+	unsigned long status[RP_OPS];
+	bool sent;			/* its OPEN, then its batch, went out */
+};
 
-	mem = malloc(data_at + (size_t)size + RP_OPS * (32 + FX_HANDLE_MAX));
-	if (!mem)
-		return sc_oom(err);
-	b = (struct rpkt){ mem, 0 };
-	while (got < size) {
-		ssize_t r = pread(fd, mem + data_at + got, (size_t)(size - got),
-				  (off_t)got);
+/* Read F's file into its buffer; 0, or -1 with its item's error set. */
+static int rp_load(struct rp_file *f)
+{
+	struct spoolfs_put_item *it = f->it;
+	size_t got = 0;
+
+	f->data_at = 320 + strlen(f->rpath);
+	f->mem = malloc(f->data_at + (size_t)it->size +
+			RP_OPS * (32 + FX_HANDLE_MAX));
+	if (!f->mem)
+		return sc_oom(&it->err);
+	while (got < it->size) {
+		ssize_t r = pread(it->fd, f->mem + f->data_at + got,
+				  (size_t)(it->size - got), (off_t)got);
 
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r <= 0) {
-			spoolfs_error_set(err, SPOOLFS_E_IO,
+		if (r <= 0)
+			return spoolfs_error_set(&it->err, SPOOLFS_E_IO,
 				"cannot read the spool copy of '%s' at byte "
-				"%zu: %s", path, got,
+				"%zu: %s", it->path, got,
 				r < 0 ? strerror(errno)
 				      : "file is shorter than expected");
-			goto out;
-		}
 		got += (size_t)r;
 	}
+	return 0;
+}
 
-	/* OPEN: write, create, truncate; mode as libssh2 sends it */
-	id = ++c->rchan_id;
-	at = rp_begin(&b, FXP_OPEN, id);
-	rp_str(&b, rpath, rl);
-	rp_u32(&b, FXF_WRITE | FXF_CREAT | FXF_TRUNC);
-	rp_u32(&b, FX_ATTR_PERMISSIONS);
-	rp_u32(&b, LIBSSH2_SFTP_S_IFREG | 0666);
-	rp_end(&b, at);
-	rc = rchan_write(c, b.p, b.len, deadline);
-	if (rc == 0)
-		rc = rchan_reply(c, id, &pkt, &plen, deadline);
-	if (rc < 0) {
-		sc_fail(c, err, rc, false, "cannot create '%s' on %s", rpath,
-			c->where);
-		goto out;
-	}
+/* F's OPEN (write, create, truncate; mode as libssh2 sends it), at the
+ * end of B. */
+static void rp_open(struct rpkt *b, struct sftp_conn *c, struct rp_file *f)
+{
+	size_t at;
+
+	f->open_id = ++c->rchan_id;
+	at = rp_begin(b, FXP_OPEN, f->open_id);
+	rp_str(b, f->rpath, strlen(f->rpath));
+	rp_u32(b, FXF_WRITE | FXF_CREAT | FXF_TRUNC);
+	rp_u32(b, FX_ATTR_PERMISSIONS);
+	rp_u32(b, LIBSSH2_SFTP_S_IFREG | 0666);
+	rp_end(b, at);
+}
+
+/* F's OPEN reply PKT: its handle kept, or 0 when it said no (F's item
+ * failed), LIBSSH2_ERROR_PROTO when it made no sense. */
+static int rp_opened(struct sftp_conn *c, struct rp_file *f,
+		     const unsigned char *pkt, uint32_t plen)
+{
+	char what[SPOOLFS_ERRMSG_MAX];
+
 	if (pkt[0] == FXP_STATUS) {
-		snprintf(what, sizeof(what), "cannot create '%s' on %s", rpath,
-			 c->where);
-		sc_fail_msg(c, err, get_u32(pkt + 5), what);
-		goto out;
+		snprintf(what, sizeof(what), "cannot create '%s' on %s",
+			 f->rpath, c->where);
+		f->it->rc = sc_fail_msg(c, &f->it->err, get_u32(pkt + 5),
+					what);
+		return 0;
 	}
-	hl = plen >= 9 ? get_u32(pkt + 5) : 0;
-	if (pkt[0] != FXP_HANDLE || hl == 0 || hl > FX_HANDLE_MAX ||
-	    plen < 9 + hl) {
-		sc_fail(c, err, LIBSSH2_ERROR_PROTO, false,
-			"cannot create '%s' on %s: bad reply", rpath,
-			c->where);
-		goto out;
-	}
-	memcpy(handle, pkt + 9, hl);
-	free(pkt);
-	pkt = NULL;
+	f->hl = plen >= 9 ? get_u32(pkt + 5) : 0;
+	if (pkt[0] != FXP_HANDLE || f->hl == 0 || f->hl > FX_HANDLE_MAX ||
+	    plen < 9 + f->hl)
+		return LIBSSH2_ERROR_PROTO;
+	memcpy(f->handle, pkt + 9, f->hl);
+	return 1;
+}
 
-	/* the batch starts with the WRITE, whose header goes right before
-	 * the data */
-	b = (struct rpkt){ mem + data_at - (4 + 1 + 4 + 4 + hl + 8 + 4), 0 };
-	ids[RP_WRITE] = ++c->rchan_id;
-	at = rp_begin(&b, FXP_WRITE, ids[RP_WRITE]);
-	rp_str(&b, handle, hl);
+/* F's WRITE, FSETSTAT (with an mtime), FSTAT and CLOSE, built around its
+ * data; they go out from *OUT, *OUTLEN bytes. */
+static void rp_batch(struct sftp_conn *c, struct rp_file *f,
+		     unsigned char **out, size_t *outlen)
+{
+	struct spoolfs_put_item *it = f->it;
+	size_t hl = f->hl, at;
+	struct rpkt b;
+
+	/* the WRITE's header goes right before the data */
+	b = (struct rpkt){ f->mem + f->data_at - (4 + 1 + 4 + 4 + hl + 8 + 4),
+			   0 };
+	f->ids[RP_WRITE] = ++c->rchan_id;
+	at = rp_begin(&b, FXP_WRITE, f->ids[RP_WRITE]);
+	rp_str(&b, f->handle, hl);
 	rp_u64(&b, 0);
-	rp_u32(&b, (uint32_t)size);
-	b.len += (size_t)size;
+	rp_u32(&b, (uint32_t)it->size);
+	b.len += (size_t)it->size;
 	rp_end(&b, at);
-	ids[RP_SETSTAT] = 0;
-	if (mtime >= 0) {
-		ids[RP_SETSTAT] = ++c->rchan_id;
-		at = rp_begin(&b, FXP_FSETSTAT, ids[RP_SETSTAT]);
-		rp_str(&b, handle, hl);
+	f->ids[RP_SETSTAT] = 0;
+	if (it->mtime >= 0) {
+		f->ids[RP_SETSTAT] = ++c->rchan_id;
+		at = rp_begin(&b, FXP_FSETSTAT, f->ids[RP_SETSTAT]);
+		rp_str(&b, f->handle, hl);
 		rp_u32(&b, FX_ATTR_ACMODTIME);
-		rp_u32(&b, (uint32_t)mtime);
-		rp_u32(&b, (uint32_t)mtime);
+		rp_u32(&b, (uint32_t)it->mtime);
+		rp_u32(&b, (uint32_t)it->mtime);
 		rp_end(&b, at);
 	}
-	ids[RP_FSTAT] = ++c->rchan_id;
-	at = rp_begin(&b, FXP_FSTAT, ids[RP_FSTAT]);
-	rp_str(&b, handle, hl);
+	f->ids[RP_FSTAT] = ++c->rchan_id;
+	at = rp_begin(&b, FXP_FSTAT, f->ids[RP_FSTAT]);
+	rp_str(&b, f->handle, hl);
 	rp_end(&b, at);
-	ids[RP_CLOSE] = ++c->rchan_id;
-	at = rp_begin(&b, FXP_CLOSE, ids[RP_CLOSE]);
-	rp_str(&b, handle, hl);
+	f->ids[RP_CLOSE] = ++c->rchan_id;
+	at = rp_begin(&b, FXP_CLOSE, f->ids[RP_CLOSE]);
+	rp_str(&b, f->handle, hl);
 	rp_end(&b, at);
-	rc = rchan_write(c, b.p, b.len, deadline);
-	*rsize = 0;
-	for (int op = 0; op < RP_OPS && rc == 0; op++) {
-		if (op == RP_SETSTAT && mtime < 0)
+	*out = b.p;
+	*outlen = b.len;
+}
+
+/* Read the replies to F's batch: 0, or a libssh2 code when the channel
+ * failed (then it is out of step: so is the connection). */
+static int rp_replies(struct sftp_conn *c, struct rp_file *f)
+{
+	struct spoolfs_put_item *it = f->it;
+	unsigned char *pkt;
+	uint32_t plen;
+	int rc;
+
+	it->rsize = 0;
+	for (int op = 0; op < RP_OPS; op++) {
+		if (op == RP_SETSTAT && it->mtime < 0)
 			continue;
-		rc = rchan_reply(c, ids[op], &pkt, &plen, deadline);
+		rc = rchan_reply(c, f->ids[op], &pkt, &plen,
+				 now_ms() + (int64_t)stall_ms(c));
 		if (rc < 0)
-			break;
+			return rc;
 		if (pkt[0] == FXP_STATUS) {
-			status[op] = get_u32(pkt + 5);
-			if (status[op] != LIBSSH2_FX_OK && first < 0)
-				first = op;
+			f->status[op] = get_u32(pkt + 5);
 		} else if (op == RP_FSTAT && pkt[0] == FXP_ATTRS && plen >= 9) {
 			if ((get_u32(pkt + 5) & FX_ATTR_SIZE) && plen >= 17)
-				*rsize = (uint64_t)get_u32(pkt + 9) << 32 |
-					 get_u32(pkt + 13);
+				it->rsize = (uint64_t)get_u32(pkt + 9) << 32 |
+					    get_u32(pkt + 13);
 		} else {
 			rc = LIBSSH2_ERROR_PROTO;
 		}
 		free(pkt);
-		pkt = NULL;
+		if (rc < 0)
+			return rc;
 	}
-	if (rc < 0) {
-		/* the channel is out of step or gone: so is the connection */
-		rp_what(what, sizeof(what), RP_WRITE, rpath, c->where);
-		sc_fail(c, err, rc, false, "%s", what);
-		goto out;
-	}
-	if (first == RP_SETSTAT && status[RP_WRITE] == LIBSSH2_FX_OK &&
-	    (status[first] == LIBSSH2_FX_OP_UNSUPPORTED ||
-	     status[first] == LIBSSH2_FX_PERMISSION_DENIED)) {
+	return 0;
+}
+
+/* F's result from the statuses of its batch. */
+static void rp_result(struct sftp_conn *c, struct rp_file *f)
+{
+	struct spoolfs_put_item *it = f->it;
+	char what[SPOOLFS_ERRMSG_MAX];
+	int first = -1;
+
+	for (int op = 0; op < RP_OPS && first < 0; op++)
+		if (f->status[op] != LIBSSH2_FX_OK)
+			first = op;
+	if (first == RP_SETSTAT && (f->status[first] ==
+				    LIBSSH2_FX_OP_UNSUPPORTED ||
+				    f->status[first] ==
+				    LIBSSH2_FX_PERMISSION_DENIED)) {
 		/* no FSETSTAT here (sftp-server -P fsetstat refuses it):
 		 * libssh2's puts set the mtime by path */
-		log_info("%s: sftp: %s does not set times through a handle; "
-			 "small files go the longer way", c->dest->name,
-			 c->where);
+		if (!c->no_rchan_put)
+			log_info("%s: sftp: %s does not set times through a "
+				 "handle; small files go the longer way",
+				 c->dest->name, c->where);
 		c->no_rchan_put = true;
-		ret = 1;
-		goto out;
+		it->rc = 1;
+		return;
 	}
 	if (first >= 0) {
-		rp_what(what, sizeof(what), first, rpath, c->where);
-		sc_fail_msg(c, err, status[first], what);
-		goto out;
+		rp_what(what, sizeof(what), first, f->rpath, c->where);
+		it->rc = sc_fail_msg(c, &it->err, f->status[first], what);
+		return;
 	}
 	log_debug("%s: sftp: '%s' holds %llu bytes on the server%s (side "
 		  "channel: open, then write, %sfstat and close in one round "
-		  "trip)", c->dest->name, path, (unsigned long long)*rsize,
-		  mtime >= 0 ? ", mtime set" : "", mtime >= 0 ? "fsetstat, " : "");
-	if (progress && progress(arg, size) != 0) {
-		spoolfs_error_set(err, SPOOLFS_E_CANCELLED,
-				  "upload of '%s' to %s cancelled", rpath,
-				  c->where);
-		goto out;
+		  "trip)", c->dest->name, it->path,
+		  (unsigned long long)it->rsize,
+		  it->mtime >= 0 ? ", mtime set" : "",
+		  it->mtime >= 0 ? "fsetstat, " : "");
+	if (it->progress && it->progress(it->arg, it->size) != 0) {
+		it->rc = spoolfs_error_set(&it->err, SPOOLFS_E_CANCELLED,
+					   "upload of '%s' to %s cancelled",
+					   f->rpath, c->where);
+		return;
 	}
-	ret = 0;
-out:
-	free(pkt);
-	free(mem);
-	return ret;
+	it->rc = 0;
+}
+
+/*
+ * put_file of N small files from their first byte, over the side channel,
+ * in two round trips for all of them: the N OPENs at once; then for each
+ * file WRITE, FSETSTAT (with an mtime), FSTAT (the size check) and CLOSE,
+ * all files' at once, their replies read in order.  libssh2's calls take
+ * three round trips per file (OPEN; WRITE with FSTAT and SETSTAT; CLOSE:
+ * see sc_put_tail() for why not fewer).  The server answers a channel's
+ * requests in order, so each FSTAT sees every byte of the WRITE before it.
+ * Each item gets its own result (rc 1: a server that cannot FSETSTAT,
+ * from then on for the whole connection: the caller puts it its own way);
+ * every reply asked for is read whatever happens, so the channel stays in
+ * step.  A failed channel fails every item not done.
+ */
+static void rchan_put_batch(struct sftp_conn *c, struct spoolfs_put_item *items,
+			    size_t n)
+{
+	struct rp_file *fs = calloc(n, sizeof(*fs));
+	size_t olen = 0, i;
+	struct rpkt b = { NULL, 0 };
+	const char *step = "create";
+	int rc = 0;
+
+	if (!fs) {
+		for (i = 0; i < n; i++)
+			items[i].rc = sc_oom(&items[i].err);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		fs[i].it = &items[i];
+		fs[i].rpath = sc_path(c, items[i].path);
+		if (!fs[i].rpath)
+			items[i].rc = sc_oom(&items[i].err);
+		else if (items[i].size > RCHAN_PUT_MAX ||
+			 items[i].mtime > UINT32_MAX)
+			items[i].rc = 1;	/* for sftp_put_file() */
+		else if (rp_load(&fs[i]) < 0)
+			items[i].rc = -1;
+		else
+			olen += 9 + 4 + strlen(fs[i].rpath) + 12;
+	}
+	b.p = malloc(olen ? olen : 1);
+	if (!b.p)
+		rc = LIBSSH2_ERROR_ALLOC;
+	for (i = 0; i < n && rc == 0; i++)
+		if (items[i].rc == 1 && fs[i].mem) {
+			rp_open(&b, c, &fs[i]);
+			fs[i].sent = true;
+		}
+	if (rc == 0 && b.len)
+		rc = rchan_write(c, b.p, b.len, now_ms() + (int64_t)stall_ms(c));
+	free(b.p);
+	/* the OPENs' replies; each file opened goes out at once */
+	for (i = 0; i < n && rc == 0; i++) {
+		unsigned char *pkt, *out;
+		uint32_t plen;
+		size_t len;
+
+		if (!fs[i].sent)
+			continue;
+		fs[i].sent = false;
+		rc = rchan_reply(c, fs[i].open_id, &pkt, &plen,
+				 now_ms() + (int64_t)stall_ms(c));
+		if (rc < 0)
+			break;
+		rc = rp_opened(c, &fs[i], pkt, plen);
+		free(pkt);
+		if (rc <= 0)
+			continue;
+		rp_batch(c, &fs[i], &out, &len);
+		rc = rchan_write(c, out, len, now_ms() + (int64_t)stall_ms(c));
+		fs[i].sent = rc == 0;
+	}
+	if (rc == 0)
+		step = "write";
+	for (i = 0; i < n && rc == 0; i++) {
+		if (!fs[i].sent)
+			continue;
+		rc = rp_replies(c, &fs[i]);
+		if (rc == 0)
+			rp_result(c, &fs[i]);
+	}
+	for (i = 0; i < n; i++) {
+		if (rc < 0 && items[i].rc == 1 && fs[i].mem)
+			/* the channel is out of step or gone: so is the
+			 * connection */
+			items[i].rc = sc_fail(c, &items[i].err, rc, false,
+					      "cannot %s '%s' on %s", step,
+					      fs[i].rpath, c->where);
+		free(fs[i].rpath);
+		free(fs[i].mem);
+	}
+	free(fs);
+}
+
+/* rchan_put_batch() of one file: 0 with *RSIZE set, -1 with *ERR set, or
+ * 1 when the caller must put it its own way. */
+static int rchan_put(struct sftp_conn *c, const char *path, int fd,
+		     uint64_t size, int64_t mtime, uint64_t *rsize,
+		     spoolfs_progress_fn progress, void *arg,
+		     struct spoolfs_error *err)
+{
+	struct spoolfs_put_item it = { .path = path, .fd = fd, .size = size,
+				       .mtime = mtime, .progress = progress,
+				       .arg = arg, .rc = 1 };
+
+	spoolfs_error_clear(&it.err);
+	rchan_put_batch(c, &it, 1);
+	if (it.rc < 0)
+		*err = it.err;
+	else if (it.rc == 0)
+		*rsize = it.rsize;
+	return it.rc;
 }
 
 /* ------------------------------------------------------------ transfers */
@@ -2677,7 +2892,7 @@ static int sc_upload(struct sftp_conn *c, const char *path, int fd,
 			goto out;
 		}
 		if (c->rchan_up) {
-			ret = rchan_put(c, path, rpath, fd, size, mtime, rsize,
+			ret = rchan_put(c, path, fd, size, mtime, rsize,
 					progress, arg, err);
 			if (ret <= 0)
 				goto out;
@@ -2750,6 +2965,35 @@ static int sftp_put_file(struct spoolfs_conn *conn, const char *path, int fd,
 			"32-bit", (long long)mtime, c->where);
 	return sc_upload(c, path, fd, offset, size, mtime, rsize, progress,
 			 arg, err);
+}
+
+/*
+ * put_batch: all over the side channel (rchan_put_batch()), or none: an
+ * item left at rc 1 goes through sftp_put_file(), which says what is
+ * wrong with it (a lost connection, an mtime sftp cannot carry).
+ */
+static void sftp_put_batch(struct spoolfs_conn *conn,
+			   struct spoolfs_put_item *items, size_t n)
+{
+	struct sftp_conn *c = conn->priv;
+	int rc;
+
+	if (c->dead || c->no_rchan_put)
+		return;
+	if (c->rename_ext < 0) {
+		rc = rchan_open(c, now_ms() + (int64_t)stall_ms(c));
+		if (rc < 0) {
+			for (size_t i = 0; i < n; i++)
+				items[i].rc = sc_fail(c, &items[i].err, rc,
+					false, "cannot create '%s' on %s",
+					items[i].path, c->where);
+			return;
+		}
+	}
+	if (!c->rchan_up)
+		return;
+	log_debug("%s: sftp: put %zu small files at once", c->dest->name, n);
+	rchan_put_batch(c, items, n);
 }
 
 static int sftp_get(struct spoolfs_conn *conn, const char *path, int fd,
@@ -2863,6 +3107,8 @@ const struct spoolfs_backend spoolfs_backend_sftp = {
 	.mkdirs = sftp_mkdirs,
 	.put = sftp_put,
 	.put_file = sftp_put_file,
+	.put_batch = sftp_put_batch,
+	.rename_batch = sftp_rename_batch,
 	.stat = sftp_stat,
 	.rename = sftp_rename,
 	.remove = sftp_remove,

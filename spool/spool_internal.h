@@ -171,6 +171,8 @@ struct spool_dest {
 					 * (meta_gave_up), with a ref each;
 					 * stale entries go lazily */
 	size_t nstuck, capstuck;
+	bool small_taken;		/* [L] a worker is sending small
+					 * files (uploader.c, batches) */
 	struct spool_node *stream_offer;	/* [L] a big file being written
 						 * that an idle worker may stream
 						 * (holds a ref) */

@@ -77,7 +77,15 @@ struct job {
 	char *moved;		/* meta: the copy was renamed to this on the
 				 * server (aside, or to its name) */
 	bool parked;		/* ...aside, to wait */
+	bool batched;		/* one of a batch (run_batch()) */
 	struct worker *w;	/* the worker running it */
+};
+
+/* A name a job of a batch renames a file to on the server (its commit),
+ * held until the batch ends. */
+struct held_name {
+	struct spool_node *n;
+	char *path;
 };
 
 struct worker {
@@ -87,6 +95,9 @@ struct worker {
 	struct spool_node *cur;	/* [L] the node of its job, NULL when idle */
 	char *target;		/* [L] the name its job is renaming a file
 				 * to on the server right now */
+	struct held_name held[SPOOLFS_BATCH_MAX];	/* [L] a batch's
+				 * commits, as target for one job */
+	int nheld;
 	const char *source;	/* [L] the name a meta job is renaming
 				 * from (the job's rpath), or an upload or
 				 * trash job has found its commit at
@@ -276,8 +287,13 @@ static bool renaming_from_locked(const struct spool_dest *d, const char *path)
 	return false;
 }
 
+static bool batchable_locked(const struct spool_dest *d,
+			     const struct spool_node *n);
+
+/* The first job of D's queue a worker may run now; SKIP_SMALL: not one
+ * that could go in a batch (another worker sends those). */
 static struct spool_node *pick_locked(struct spool_dest *d, int64_t now,
-				      int64_t *next_ready)
+				      int64_t *next_ready, bool skip_small)
 {
 	*next_ready = INT64_MAX;
 	for (struct spool_node *n = d->qhead; n; n = n->qnext) {
@@ -297,6 +313,8 @@ static struct spool_node *pick_locked(struct spool_dest *d, int64_t now,
 		/* volume order is upload order; a rename waits for none */
 		if (!(has_remote_copy(n, d) && n->rgen == n->gen) &&
 		    volume_blocked_locked(n))
+			continue;
+		if (skip_small && batchable_locked(d, n))
 			continue;
 		return n;
 	}
@@ -444,6 +462,11 @@ static struct spool_node *owner_locked(struct spool_dest *d,
 	for (int i = 0; i < d->nworkers; i++) {
 		struct worker *w = &d->workers[i];
 
+		/* a batch's renames, sent together (run_batch()) */
+		for (int j = 0; j < w->nheld; j++)
+			if (w->held[j].n != self && (!w->held[j].path ||
+			    strcmp(w->held[j].path, path) == 0))
+				return w->held[j].n;
 		k = w->cur;
 		if (!k || k == self)
 			continue;
@@ -495,8 +518,15 @@ static bool circle_locked(struct spool_dest *d, const struct spool_node *self,
 /* JOB's rename onto PATH starts: no other job may rename onto it now. */
 static void reserve_locked(struct job *job, const char *path)
 {
-	free(job->w->target);
-	job->w->target = strdup(path);
+	struct worker *w = job->w;
+
+	if (job->batched && w->nheld < SPOOLFS_BATCH_MAX) {
+		w->held[w->nheld].n = job->n;
+		w->held[w->nheld++].path = strdup(path);
+		return;
+	}
+	free(w->target);
+	w->target = strdup(path);
 }
 
 /* JOB waits for OWNER: when to look again. */
@@ -933,12 +963,13 @@ static int note_commit(struct job *job, const char *final)
 /*
  * The server holds RSIZE bytes in the temp, at FROM (job->rtmp, or where
  * an earlier commit took it): check them, wait out what is left of
- * `settle` (not for a stream), and rename them to the name the file has
- * NOW.
+ * `settle` (not for a stream), and get ready to rename them to the name
+ * the file has NOW (*FINAL): reserved, and noted in the journal.  0 when
+ * that rename is to be done, 1 when FROM is that name, -1 on error.
  */
-static int commit_tmp(struct job *job, struct spoolfs_conn *conn,
-		      const char *from, uint64_t rsize, char **final,
-		      struct spoolfs_error *err)
+static int commit_prepare(struct job *job, struct spoolfs_conn *conn,
+			  const char *from, uint64_t rsize, char **final,
+			  struct spoolfs_error *err)
 {
 	struct spool *sp = job->sp;
 	struct spool_node *n = job->n;
@@ -985,8 +1016,18 @@ static int commit_tmp(struct job *job, struct spoolfs_conn *conn,
 	if (note_commit(job, *final) < 0)
 		return spoolfs_error_set(err, SPOOLFS_E_IO, "cannot record the "
 					 "commit in the journal");
-	if (strcmp(from, *final) == 0)
-		return 0;
+	return strcmp(from, *final) == 0;
+}
+
+/* commit_prepare(), then the rename. */
+static int commit_tmp(struct job *job, struct spoolfs_conn *conn,
+		      const char *from, uint64_t rsize, char **final,
+		      struct spoolfs_error *err)
+{
+	int rc = commit_prepare(job, conn, from, rsize, final, err);
+
+	if (rc != 0)
+		return rc < 0 ? -1 : 0;
 	return rename_mkdirs(conn, from, *final, err);
 }
 
@@ -1648,6 +1689,246 @@ static bool keeps_connection(enum spoolfs_err code)
 	}
 }
 
+/* Whether a job that returned RC has used up its connection: a job that
+ * only waits for another has not. */
+static bool conn_spent(const struct job *job, int rc,
+		       const struct spoolfs_error *err)
+{
+	return rc != 0 && !keeps_connection(err->code) && !job->blocked_until;
+}
+
+/* JOB has run (RC, FINAL, ERR as run_upload()'s): its worker lets go of
+ * it and the journal learns how it went. */
+static void job_end_locked(struct worker *w, struct job *job, int rc,
+			   char *final, struct spoolfs_error *err)
+{
+	struct spool *sp = job->sp;
+
+	if (rc >= 0)
+		spoolfs_error_clear(err);
+	w->cur = NULL;
+	w->source = NULL;
+	free(w->target);
+	w->target = NULL;
+	finish_locked(job, rc, final, err, &w->seed);
+	job_release(job);
+	spool_drops_tend_locked(sp, false, NULL);
+}
+
+/*
+ * SMALL FILES IN BATCHES
+ * Over a network a small file costs round trips, not bytes: creating the
+ * temp, writing it, the size check and the mtime take two even when the
+ * backend pipelines them (sftp), the rename a third.  Where the backend
+ * can (put_batch), a worker that picks a small file takes the other small
+ * files ready behind it too, up to SPOOLFS_BATCH_MAX, and puts them all
+ * at once: the puts of the batch cost the round trips of one.  Each file
+ * is then committed and finished as a job of its own, in queue order,
+ * exactly as run_upload() would (commit_tmp()); one whose batched put did
+ * not work out gets the whole single path (put_rest_and_commit(), which
+ * also makes a missing directory).
+ *
+ * Only files that have never been on this server (no temp, no copy) go
+ * in a batch: while they wait for their turn they are no worker's cur,
+ * and owner_locked() need not see them, as they move no copy.
+ */
+static bool batchable_locked(const struct spool_dest *d,
+			     const struct spool_node *n)
+{
+	return n->area == SPOOL_AREA_MAIN && !n->rtmp && n->rdest != d &&
+	       n->size <= SPOOLFS_BATCH_FILE_MAX && !d->conf->max_rate;
+}
+
+/* Claim N (batchable, picked) into JOBS[0] and the batchable files ready
+ * behind it (the conditions of pick_locked()) into JOBS[1..]: the number
+ * of jobs claimed, 0 when not even N's. */
+static int claim_batch_locked(struct spool_dest *d, struct spool_node *n,
+			      struct job *jobs, int64_t now)
+{
+	struct spool_node *k = n->qnext, *next;
+	int nj = 1;
+
+	if (claim_locked(&jobs[0], d, n, false) < 0) {
+		job_release(&jobs[0]);
+		return 0;
+	}
+	for (; k && nj < SPOOLFS_BATCH_MAX; k = next) {
+		next = k->qnext;
+		if (k->ready_at > now)
+			break;
+		if (k->busy || k->writers > 0 || !batchable_locked(d, k) ||
+		    volume_blocked_locked(k))
+			continue;
+		/* an upload from byte 0 (no temp, no copy): JOB_UPLOAD,
+		 * not resumed */
+		if (claim_locked(&jobs[nj], d, k, false) < 0) {
+			job_release(&jobs[nj]);
+			break;
+		}
+		nj++;
+	}
+	return nj;
+}
+
+/* What run_batch() knows of one of its files. */
+struct batch_file {
+	int fd;
+	int rc;			/* as run_upload()'s; 1: still to put */
+	bool single;		/* goes the single path (put_rest_and_commit) */
+	char *final;
+	struct spoolfs_error err;
+};
+
+/* JOB is the one its worker is busy with now (owner_locked()). */
+static void batch_turn(struct worker *w, struct job *job)
+{
+	pthread_mutex_lock(&w->d->sp->lock);
+	w->cur = job->n;
+	pthread_mutex_unlock(&w->d->sp->lock);
+}
+
+/*
+ * Run the NJ upload jobs of a batch (claimed, the lock not held) on *CONNP
+ * and end each.  Returns with the lock held.
+ */
+static void run_batch(struct worker *w, struct spoolfs_conn **connp,
+		      struct job *jobs, int nj)
+{
+	struct spool *sp = w->d->sp;
+	size_t z = (size_t)nj;
+	struct batch_file *bf = calloc(z, sizeof(*bf));
+	struct spoolfs_put_item *puts = calloc(z, sizeof(*puts));
+	struct spoolfs_rename_item *rens = calloc(z, sizeof(*rens));
+	int *at = calloc(2 * z, sizeof(*at)), *rat = at ? at + nj : NULL;
+	struct spoolfs_error err;
+	bool handed_back = false;
+	int i, k, n = 0, nr = 0;
+
+	spoolfs_error_clear(&err);
+	for (i = 0; i < nj; i++) {
+		jobs[i].w = w;
+		jobs[i].batched = true;
+	}
+	if (!bf || !puts || !rens || !at)
+		spoolfs_error_set(&err, SPOOLFS_E_IO, "out of memory");
+	else if (!*connp)
+		*connp = spoolfs_conn_open(w->d->conf, &err);
+	if (!bf || !puts || !rens || !at || !*connp) {
+		/* each file fails as its own upload would have */
+		pthread_mutex_lock(&sp->lock);
+		for (i = 0; i < nj; i++)
+			job_end_locked(w, &jobs[i], -1, NULL, &err);
+		goto out;
+	}
+
+	/* 1. each file's spool copy, name and temp (record_tmp()) */
+	for (i = 0; i < nj; i++) {
+		struct job *job = &jobs[i];
+
+		bf[i].rc = -1;
+		bf[i].fd = node_data_open(sp, job->n, O_RDONLY);
+		if (bf[i].fd < 0)
+			spoolfs_error_set(&bf[i].err, SPOOLFS_E_NOTFOUND,
+					  "the spool copy is missing: %m");
+		else if (spoolfs_conn_check_name(*connp, job->relpath,
+						 &bf[i].err) == 0 &&
+			 record_tmp(job, &bf[i].err) == 0)
+			bf[i].rc = 1;
+	}
+
+	/* 2. the puts, together */
+	for (i = 0; i < nj; i++) {
+		if (bf[i].rc != 1)
+			continue;
+		at[n] = i;
+		puts[n++] = (struct spoolfs_put_item){
+			.path = jobs[i].rtmp, .fd = bf[i].fd,
+			.size = jobs[i].size, .mtime = jobs[i].mtime,
+			.progress = job_progress, .arg = &jobs[i] };
+	}
+	spoolfs_conn_put_batch(*connp, puts, (size_t)n);
+
+	/* 3. what arrived: checked, its name reserved and noted */
+	for (k = 0; k < n; k++) {
+		struct spoolfs_put_item *it = &puts[k];
+		struct job *job = &jobs[i = at[k]];
+		int rc;
+
+		if (it->rc == 1 || (it->rc < 0 &&
+				    it->err.code == SPOOLFS_E_NOTFOUND)) {
+			bf[i].single = true;	/* e.g. a directory to make */
+			continue;
+		}
+		if (it->rc < 0) {
+			bf[i].err = it->err;
+			continue;
+		}
+		batch_turn(w, job);
+		rc = commit_prepare(job, *connp, job->rtmp, it->rsize,
+				    &bf[i].final, &bf[i].err);
+		if (rc != 0) {
+			bf[i].rc = rc < 0 ? -1 : 0;
+			continue;
+		}
+		rat[nr] = i;
+		rens[nr++] = (struct spoolfs_rename_item){
+			.from = job->rtmp, .to = bf[i].final };
+	}
+
+	/* 4. the renames, together */
+	spoolfs_conn_rename_batch(*connp, rens, (size_t)nr);
+	for (k = 0; k < nr; k++) {
+		struct spoolfs_rename_item *r = &rens[k];
+
+		i = rat[k];
+		if (r->rc == 0)
+			bf[i].rc = 0;
+		else if (r->rc == 1 || r->err.code == SPOOLFS_E_NOTFOUND)
+			bf[i].rc = rename_mkdirs(*connp, r->from, r->to,
+						 &bf[i].err);
+		else
+			bf[i].err = r->err;
+	}
+
+	/* 5. those the batch could not do, one by one */
+	for (i = 0; i < nj; i++) {
+		if (!bf[i].single)
+			continue;
+		batch_turn(w, &jobs[i]);
+		bf[i].rc = put_rest_and_commit(&jobs[i], *connp, bf[i].fd, 0,
+					       &bf[i].final, &bf[i].err);
+	}
+
+	/* 6. each ends, in order; after a connection failed, those not done
+	 * are handed back, not counted as an attempt (a temp put already is
+	 * resumed whole) */
+	for (i = 0; i < nj; i++) {
+		if (bf[i].fd >= 0)
+			close(bf[i].fd);
+		if (handed_back && bf[i].rc != 0) {
+			bf[i].rc = -1;
+			spoolfs_error_set(&bf[i].err, SPOOLFS_E_CANCELLED,
+					  "cancelled");
+		} else if (*connp && conn_spent(&jobs[i], bf[i].rc,
+						&bf[i].err)) {
+			spoolfs_conn_close(*connp);
+			*connp = NULL;
+			handed_back = true;
+		}
+		pthread_mutex_lock(&sp->lock);
+		job_end_locked(w, &jobs[i], bf[i].rc, bf[i].final, &bf[i].err);
+		if (i + 1 < nj)
+			pthread_mutex_unlock(&sp->lock);
+	}
+out:
+	while (w->nheld > 0)
+		free(w->held[--w->nheld].path);
+	free(bf);
+	free(puts);
+	free(rens);
+	free(at);
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -1656,6 +1937,8 @@ static void *worker_main(void *arg)
 	struct spoolfs_conn *conn = NULL;
 	int64_t idle_since = spool_now_ms();
 	id_t tid = (id_t)syscall(SYS_gettid);
+	bool can_batch = spoolfs_dest_can_batch(d->conf);
+	struct job *jobs = NULL;
 	int prio;
 
 	/*
@@ -1675,14 +1958,14 @@ static void *worker_main(void *arg)
 		int64_t now = spool_now_ms(), next;
 		char *final = NULL;
 		struct job job;
-		bool stream;
+		bool stream, small = false;
 		int rc;
 
 		if (sp->ninval) {
 			spool_inval_drain_locked(sp);
 			continue;
 		}
-		n = pick_locked(d, now, &next);
+		n = pick_locked(d, now, &next, can_batch && d->small_taken);
 		stream = false;
 		if (!n && d->stream_offer && (n = take_offer_locked(d)))
 			stream = true;
@@ -1710,7 +1993,29 @@ static void *worker_main(void *arg)
 			pthread_cond_timedwait(&sp->cond, &sp->lock, &ts);
 			continue;
 		}
-		rc = claim_locked(&job, d, n, stream);
+		if (!stream && can_batch && batchable_locked(d, n) &&
+		    (jobs || (jobs = calloc(SPOOLFS_BATCH_MAX,
+					    sizeof(*jobs))))) {
+			int nj = claim_batch_locked(d, n, jobs, now);
+
+			if (nj == 0) {
+				log_error("%s: out of memory", d->conf->name);
+				break;
+			}
+			d->small_taken = true;
+			if (nj > 1) {
+				pthread_mutex_unlock(&sp->lock);
+				run_batch(w, &conn, jobs, nj);
+				d->small_taken = false;
+				idle_since = spool_now_ms();
+				continue;
+			}
+			job = jobs[0];
+			small = true;
+			rc = 0;
+		} else {
+			rc = claim_locked(&job, d, n, stream);
+		}
 		if (stream)
 			node_put_locked(sp, n);		/* the offer's ref */
 		if (rc < 0) {
@@ -1736,27 +2041,20 @@ static void *worker_main(void *arg)
 			rc = run_meta(&job, conn, &final, &err);
 		else
 			rc = run_trash(&job, conn, &err);
-		/* a job that only waits for another has not used it */
-		if (rc != 0 && conn && !keeps_connection(err.code) &&
-		    !job.blocked_until) {
+		if (conn && conn_spent(&job, rc, &err)) {
 			spoolfs_conn_close(conn);
 			conn = NULL;
 		}
-		if (rc >= 0)
-			spoolfs_error_clear(&err);
 		idle_since = spool_now_ms();
 
 		pthread_mutex_lock(&sp->lock);
-		w->cur = NULL;
-		w->source = NULL;
-		free(w->target);
-		w->target = NULL;
-		finish_locked(&job, rc, final, &err, &w->seed);
-		job_release(&job);
-		spool_drops_tend_locked(sp, false, NULL);
+		if (small)
+			d->small_taken = false;
+		job_end_locked(w, &job, rc, final, &err);
 	}
 	pthread_mutex_unlock(&sp->lock);
 	spoolfs_conn_close(conn);
+	free(jobs);
 	return NULL;
 }
 

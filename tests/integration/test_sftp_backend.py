@@ -674,6 +674,56 @@ def test_upload_is_open_write_fstat_setstat_close_rename(logged_sshd, sfs,
             in tails), sfs.log_tail()
 
 
+def test_small_files_closed_together_go_in_batches(logged_sshd, sfs):
+    """Forty small files, in a directory the server has and in one it has
+    not, closed together through the mount; the server answers 30 ms late,
+    as over a network, so while the first file goes out the others become
+    ready.  They go in batches: the server sees OPENs of several files
+    before their WRITEs (-d says how many went at once), and the renames
+    of a batch together.  Each file costs one WRITE, FSETSTAT, FSTAT,
+    CLOSE and RENAME; in the new directory the batched OPENs fail and those
+    files go the single way, which makes it.  Every file arrives byte-exact
+    with its mtime, and no temp is left.  One connection: the server's log
+    then comes from one process, its lines in order."""
+    srv = logged_sshd
+    (srv.root / "old").mkdir()
+    sfs.add_dest("box", url=srv.url(), identity=srv.client_key,
+                 known_hosts=srv.known_hosts, stall_timeout="10s",
+                 connect_timeout="10s", connections=1)
+    sfs.mount("-d", env=child_env())
+    files, handles = {}, []
+    for d in ("old", "new"):
+        sfs.m("box", d).mkdir(exist_ok=True)
+        for i in range(20):
+            p = sfs.m("box", f"{d}/f{i:02d}.jpg")
+            files[p] = pseudo_random(1000 + 97 * i, i)
+            f = open(p, "wb")
+            f.write(files[p])
+            handles.append(f)
+    for f in handles:
+        f.close()
+    sfs.wait_uploaded(*files, timeout=60 * SCALE)
+    for p, data in files.items():
+        up = srv.root / p.parent.name / p.name
+        assert up.read_bytes() == data, p
+        assert int(up.stat().st_mtime) == int(p.stat().st_mtime), p
+    assert not [n for d in ("old", "new") for n in os.listdir(srv.root / d)
+                if re.fullmatch(TEMP_RE, n)]
+    sfs.unmount()
+    log = srv.request_log.read_text(errors="replace")
+    for d in ("old", "new"):
+        ops = sftp_requests(log, f"{srv.root}/{d}/")
+        for kind in ("write", "fsetstat", "fstat", "close", "rename"):
+            assert ops.count(kind) == 20, (d, kind, ops)
+    old = sftp_requests(log, f"{srv.root}/old/")
+    assert ["open", "open"] in [old[i:i + 2] for i in range(len(old))], old
+    sizes = [int(n) for n in re.findall(r"box: sftp: put (\d+) small files "
+                                        r"at once", sfs.log())]
+    assert sizes and max(sizes) >= 2, sfs.log_tail()
+    assert re.search(r"box: sftp: rename ([2-9]|[1-9]\d+) files at once",
+                     sfs.log()), sfs.log_tail()
+
+
 def test_server_disk_full_then_the_next_file_and_mv_out_of_failed(logged_sshd, sfs):
     """The server's disk fills up during a write (a 256 KiB tmpfs): the
     file lands in .failed/ whole, with an error that says what the server

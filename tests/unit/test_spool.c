@@ -942,6 +942,113 @@ static void test_backoff(void)
 	}
 }
 
+/*
+ * Forty small files written before the workers start are ready together:
+ * they go in batches (uploader.c, run_batch()).  FAULT (if not __COUNT)
+ * fails once, resetting the connection: that costs its file one attempt
+ * and nothing to the files sent with it (those not done are handed back,
+ * not counted).  Without MKDIR the directory is missing on the
+ * destination: every put of the batch finds it missing, and each file
+ * goes the single way, which makes it.  Every file arrives whole, no temp
+ * is left.  Returns the attempts beyond the first, summed over the files.
+ */
+static unsigned batch_round(enum spoolfs_faulty_op fault, bool mkdir_first)
+{
+	struct fixture f;
+	char path[64], data[64], rel[64], err[512];
+	unsigned extra = 0;
+
+	fixture_init(&f, "batches", 1);
+	f.dests[0].connections = 1;
+	if (fault != SPOOLFS_FAULTY__COUNT)
+		spoolfs_faulty_fail(fault, 1, SPOOLFS_E_RESET,
+				    "connection reset by peer");
+	if (mkdir_first) {
+		char dir[PATH_MAX + 2];
+
+		snprintf(dir, sizeof(dir), "%s/d", f.root[0]);
+		CHECK(mkdir(dir, 0755) == 0);
+	}
+	CHECK(fixture_open(&f, false) == 0);
+	CHECK_EQ_INT(spool_mkdir(f.sp, "/a/d", 0755, 0, 0), 0);
+	for (int i = 0; i < 40; i++) {
+		snprintf(path, sizeof(path), "/a/d/x%02d", i);
+		snprintf(data, sizeof(data), "small file number %d", i);
+		CHECK_EQ_INT(put_file(f.sp, path, data, strlen(data)), 0);
+	}
+	CHECK(spool_start(f.sp, err, sizeof(err)) == 0);
+	for (int i = 0; i < 40; i++) {
+		const char *a;
+
+		snprintf(path, sizeof(path), "/a/d/x%02d", i);
+		snprintf(rel, sizeof(rel), "d/x%02d", i);
+		snprintf(data, sizeof(data), "small file number %d", i);
+		CHECK(wait_state(f.sp, path, "uploaded"));
+		CHECK(file_has(f.root[0], rel, data, strlen(data)));
+		a = xattr(f.sp, path, "user.spoolfs.attempts");
+		extra += a ? (unsigned)atoi(a) - 1 : 100;
+	}
+	CHECK(no_temps(f.root[0]));
+	CHECK(spoolfs_faulty_batched() >= 2);
+	fixture_close(&f);
+	return extra;
+}
+
+static void test_small_files_in_batches(void)
+{
+	CHECK_EQ_INT(batch_round(SPOOLFS_FAULTY__COUNT, true), 0);
+	CHECK_EQ_INT(batch_round(SPOOLFS_FAULTY__COUNT, false), 0);
+	CHECK_EQ_INT(batch_round(SPOOLFS_FAULTY_PUT, true), 1);
+	CHECK_EQ_INT(batch_round(SPOOLFS_FAULTY_RENAME, true), 1);
+}
+
+/*
+ * Files renamed, removed and rewritten while their batch is being put
+ * (each put takes 100 ms): the renamed one lands under its new name, the
+ * removed one not at all, the rewritten one with its new content, and the
+ * rest as written; no temp is left.
+ */
+static void test_batch_changed_midway(void)
+{
+	struct fixture f;
+	struct spool_handle *h;
+	char path[64], rel[64], err[512];
+
+	fixture_init(&f, "batchmid", 1);
+	f.dests[0].connections = 1;
+	spoolfs_faulty_delay(SPOOLFS_FAULTY_PUT, 100);
+	CHECK(fixture_open(&f, false) == 0);
+	for (int i = 0; i < 8; i++) {
+		snprintf(path, sizeof(path), "/a/x%d", i);
+		CHECK_EQ_INT(put_file(f.sp, path, "first", 5), 0);
+	}
+	CHECK(spool_start(f.sp, err, sizeof(err)) == 0);
+	CHECK(wait_state(f.sp, "/a/x7", "uploading"));
+	CHECK_EQ_INT(spool_rename(f.sp, "/a/x7", "/a/y7", 0), 0);
+	CHECK_EQ_INT(spool_unlink(f.sp, "/a/x6"), 0);
+	CHECK_EQ_INT(spool_open_file(f.sp, "/a/x5", O_WRONLY | O_TRUNC, &h), 0);
+	CHECK_EQ_INT(spool_write(h, "second", 6, 0), 6);
+	CHECK_EQ_INT(spool_flush(h), 0);
+	spool_release(h);
+	CHECK(wait_state(f.sp, "/a/y7", "uploaded"));
+	CHECK(file_has(f.root[0], "y7", "first", 5));
+	CHECK(wait_state(f.sp, "/a/x5", "uploaded"));
+	CHECK(file_has(f.root[0], "x5", "second", 6));
+	for (int i = 0; i < 5; i++) {
+		snprintf(path, sizeof(path), "/a/x%d", i);
+		snprintf(rel, sizeof(rel), "x%d", i);
+		CHECK(wait_state(f.sp, path, "uploaded"));
+		CHECK(file_has(f.root[0], rel, "first", 5));
+	}
+	for (int i = 0; i < 200 && !no_temps(f.root[0]); i++)
+		usleep(10000);
+	CHECK(no_temps(f.root[0]));
+	CHECK(!exists(f.root[0], "x6"));
+	CHECK(!exists(f.root[0], "x7"));
+	CHECK(spoolfs_faulty_batched() >= 2);
+	fixture_close(&f);
+}
+
 int main(void)
 {
 	snprintf(tmproot, sizeof(tmproot), "/tmp/spoolfs-test-spool-XXXXXX");
@@ -971,6 +1078,8 @@ int main(void)
 	test_memory_files_spill();
 	test_quota();
 	test_volume_order();
+	test_small_files_in_batches();
+	test_batch_changed_midway();
 	{
 		char cmd[PATH_MAX + 16];
 
