@@ -33,6 +33,7 @@ struct spool_journal {
 	int walfd;		/* the -wal file, for spool_journal_sync() */
 	int64_t next_id;	/* the id the next insert gets */
 	int depth;		/* nesting of spool_journal_begin() */
+	int die_at;		/* tests: _exit() at this commit (0: never) */
 	int last_err;		/* sqlite code of the last failed write */
 	char last_msg[256];
 };
@@ -412,6 +413,21 @@ int spool_journal_inline_load(struct spool_journal *j,
 int spool_journal_inline_clear(struct spool_journal *j)
 {
 	return exec(j, "DELETE FROM inline");
+}
+
+static int die_hook(void *arg)
+{
+	struct spool_journal *j = arg;
+
+	if (--j->die_at == 0)
+		_exit(0);
+	return 0;
+}
+
+void spool_journal_die_at(struct spool_journal *j, int commit)
+{
+	j->die_at = commit;
+	sqlite3_commit_hook(j->db, commit > 0 ? die_hook : NULL, j);
 }
 
 int spool_journal_begin(struct spool_journal *j)

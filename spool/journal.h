@@ -104,6 +104,12 @@ int spool_journal_inline_load(struct spool_journal *j,
 			      void *arg);
 int spool_journal_inline_clear(struct spool_journal *j);
 /* Batch several writes into one transaction (e.g. a directory rename). */
+/*
+ * Tests only: the process dies (_exit(0), as at a kill -9) when the
+ * journal is about to make its COMMIT-th commit from now: what the journal
+ * holds then is exactly COMMIT - 1 commits on.  0 turns it off.
+ */
+void spool_journal_die_at(struct spool_journal *j, int commit);
 int spool_journal_begin(struct spool_journal *j);
 int spool_journal_commit(struct spool_journal *j);
 

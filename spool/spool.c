@@ -2061,6 +2061,16 @@ static int content_changed_locked(struct spool *sp, struct spool_node *n,
 		stream_check_locked(sp, n, from);
 		return 0;
 	}
+	/*
+	 * One commit: the stale copy's trash entry (node_stale_copy_locked()
+	 * saves N with it) must not reach the journal before N says
+	 * "writing".  Else a kill in between leaves a row that is still
+	 * queued, with a spool copy just emptied (spool_open_file(O_TRUNC)
+	 * of an uploaded file makes a new one first): at the next mount it
+	 * is "lost", and the trash entry removes the server's copy, the
+	 * last one of what close() had acknowledged.
+	 */
+	spool_journal_begin(sp->j);
 	queue_remove_locked(n);
 	n->gen++;
 	node_stale_copy_locked(sp, n, true);
@@ -2072,6 +2082,7 @@ static int content_changed_locked(struct spool *sp, struct spool_node *n,
 	node_set_error_locked(n, NULL);
 	node_set_state_locked(sp, n, SPOOL_WRITING);
 	node_save_locked(sp, n);
+	spool_journal_commit(sp->j);
 	if (overwrite && sp->cfg->fsync == SPOOLFS_FSYNC_CLOSE) {
 		rc = spool_sync(sp);
 		if (rc < 0) {

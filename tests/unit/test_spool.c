@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1049,6 +1050,85 @@ static void test_batch_changed_midway(void)
 	fixture_close(&f);
 }
 
+/*
+ * A file uploaded, then renamed while its server is unreachable (the
+ * rename on the server waits), then rewritten (open with O_TRUNC, write,
+ * close), with the daemon killed at each of the journal's commits in turn
+ * (spool_journal_die_at() in a child process, on a copy of the spool).
+ * After each, the next mount has the file in the mount (its old content
+ * on the server, or the new one queued) or in .failed/ as incomplete, and
+ * never as "spool copy lost": a row must not say "queued" over the empty
+ * copy the rewrite starts with, nor the old copy's removal be recorded
+ * before the row says "writing" (content_changed_locked()).
+ */
+static void test_rewrite_killed_at_every_commit(void)
+{
+	struct fixture f;
+	char copy[PATH_MAX + 16], cmd[3 * PATH_MAX + 128], err[512];
+	int k, status = 0;
+
+	fixture_init(&f, "rwkill", 1);
+	CHECK(fixture_open(&f, true) == 0);
+	CHECK_EQ_INT(spool_mkdir(f.sp, "/a/d1", 0755, 0, 0), 0);
+	CHECK_EQ_INT(put_file(f.sp, "/a/d1/f", "old content", 11), 0);
+	CHECK(wait_state(f.sp, "/a/d1/f", "uploaded"));
+	spoolfs_faulty_fail(SPOOLFS_FAULTY_RENAME, -1, SPOOLFS_E_RESET,
+			    "connection reset by peer");
+	CHECK_EQ_INT(spool_rename(f.sp, "/a/d1/f", "/a/g", 0), 0);
+	spool_close(f.sp);
+	f.sp = NULL;
+	spoolfs_faulty_reset();
+
+	for (k = 1; k < 100; k++) {
+		struct spool *sp;
+		struct spool_handle *h;
+		const char *state, *ferr;
+		pid_t pid;
+
+		snprintf(copy, sizeof(copy), "%s.%d", f.spool, k);
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s' && cp -a '%s' '%s'",
+			 copy, f.spool, copy);
+		CHECK(system(cmd) == 0);
+		f.cfg.spool_dir = copy;
+		fflush(NULL);
+		pid = fork();
+		if (pid == 0) {
+			if (spool_open(&sp, &f.cfg, err, sizeof(err)) < 0)
+				_exit(2);
+			spool_journal_die_at(sp->j, k);
+			if (spool_open_file(sp, "/a/g", O_WRONLY | O_TRUNC,
+					    &h) < 0)
+				_exit(2);
+			if (spool_write(h, "new!", 4, 0) != 4 ||
+			    spool_flush(h) < 0)
+				_exit(2);
+			spool_release(h);
+			_exit(3);	/* all done: no commit left to die at */
+		}
+		CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) != 2);
+		CHECK(spool_open(&sp, &f.cfg, err, sizeof(err)) == 0);
+		state = xattr(sp, "/a/g", "user.spoolfs.state");
+		if (state) {
+			CHECK(strcmp(state, "uploaded") == 0 ||
+			      strcmp(state, "pending") == 0 ||
+			      strcmp(state, "queued") == 0);
+		} else {
+			ferr = xattr(sp, "/a/.failed/g", "user.spoolfs.error");
+			CHECK(ferr && strstr(ferr, "incomplete"));
+			if (!ferr || !strstr(ferr, "incomplete"))
+				fprintf(stderr, "killed at commit %d: %s\n", k,
+					ferr ? ferr : "g is gone");
+		}
+		spool_close(sp);
+		if (WEXITSTATUS(status) == 3)
+			break;
+	}
+	CHECK(k > 1 && k < 100);
+	f.cfg.spool_dir = f.spool;
+	fixture_close(&f);
+}
+
 int main(void)
 {
 	snprintf(tmproot, sizeof(tmproot), "/tmp/spoolfs-test-spool-XXXXXX");
@@ -1079,6 +1159,7 @@ int main(void)
 	test_quota();
 	test_volume_order();
 	test_small_files_in_batches();
+	test_rewrite_killed_at_every_commit();
 	test_batch_changed_midway();
 	{
 		char cmd[PATH_MAX + 16];
