@@ -128,6 +128,24 @@ static int put_file(struct spool *sp, const char *path, const char *data,
 	return rc;
 }
 
+/* Write DATA over a file through the spool as `cat > path` would: open
+ * with O_TRUNC, write, close. */
+static int rewrite_file(struct spool *sp, const char *path, const char *data,
+			size_t len)
+{
+	struct spool_handle *h;
+	int rc = spool_open_file(sp, path, O_WRONLY | O_TRUNC, &h);
+
+	if (rc < 0)
+		return rc;
+	if (spool_write(h, data, len, 0) != (ssize_t)len)
+		rc = -EIO;
+	if (spool_flush(h) < 0)
+		rc = -EIO;
+	spool_release(h);
+	return rc;
+}
+
 static char *xattr(struct spool *sp, const char *path, const char *name)
 {
 	static char buf[1024];
@@ -380,7 +398,6 @@ static void test_leftover_temp_removed_after_failures(void)
 static void test_rename_and_rewrite_mid_upload(void)
 {
 	struct fixture f;
-	struct spool_handle *h;
 
 	fixture_init(&f, "midway", 1);
 	spoolfs_faulty_delay(SPOOLFS_FAULTY_PUT, 300);
@@ -397,10 +414,7 @@ static void test_rename_and_rewrite_mid_upload(void)
 	/* rewrite while uploading: the new content wins */
 	CHECK_EQ_INT(put_file(f.sp, "/a/rw", "old content", 11), 0);
 	CHECK(wait_state(f.sp, "/a/rw", "uploading"));
-	CHECK_EQ_INT(spool_open_file(f.sp, "/a/rw", O_WRONLY | O_TRUNC, &h), 0);
-	CHECK_EQ_INT(spool_write(h, "new", 3, 0), 3);
-	CHECK_EQ_INT(spool_flush(h), 0);
-	spool_release(h);
+	CHECK_EQ_INT(rewrite_file(f.sp, "/a/rw", "new", 3), 0);
 	CHECK(wait_state(f.sp, "/a/rw", "uploaded"));
 	CHECK(file_has(f.root[0], "rw", "new", 3));
 
@@ -1012,7 +1026,6 @@ static void test_small_files_in_batches(void)
 static void test_batch_changed_midway(void)
 {
 	struct fixture f;
-	struct spool_handle *h;
 	char path[64], rel[64], err[512];
 
 	fixture_init(&f, "batchmid", 1);
@@ -1027,10 +1040,7 @@ static void test_batch_changed_midway(void)
 	CHECK(wait_state(f.sp, "/a/x7", "uploading"));
 	CHECK_EQ_INT(spool_rename(f.sp, "/a/x7", "/a/y7", 0), 0);
 	CHECK_EQ_INT(spool_unlink(f.sp, "/a/x6"), 0);
-	CHECK_EQ_INT(spool_open_file(f.sp, "/a/x5", O_WRONLY | O_TRUNC, &h), 0);
-	CHECK_EQ_INT(spool_write(h, "second", 6, 0), 6);
-	CHECK_EQ_INT(spool_flush(h), 0);
-	spool_release(h);
+	CHECK_EQ_INT(rewrite_file(f.sp, "/a/x5", "second", 6), 0);
 	CHECK(wait_state(f.sp, "/a/y7", "uploaded"));
 	CHECK(file_has(f.root[0], "y7", "first", 5));
 	CHECK(wait_state(f.sp, "/a/x5", "uploaded"));
@@ -1081,7 +1091,6 @@ static void test_rewrite_killed_at_every_commit(void)
 
 	for (k = 1; k < 100; k++) {
 		struct spool *sp;
-		struct spool_handle *h;
 		const char *state, *ferr;
 		pid_t pid;
 
@@ -1096,13 +1105,8 @@ static void test_rewrite_killed_at_every_commit(void)
 			if (spool_open(&sp, &f.cfg, err, sizeof(err)) < 0)
 				_exit(2);
 			spool_journal_die_at(sp->j, k);
-			if (spool_open_file(sp, "/a/g", O_WRONLY | O_TRUNC,
-					    &h) < 0)
+			if (rewrite_file(sp, "/a/g", "new!", 4) < 0)
 				_exit(2);
-			if (spool_write(h, "new!", 4, 0) != 4 ||
-			    spool_flush(h) < 0)
-				_exit(2);
-			spool_release(h);
 			_exit(3);	/* all done: no commit left to die at */
 		}
 		CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
