@@ -1672,6 +1672,12 @@ static int rchan_open(struct sftp_conn *c, int64_t deadline)
 	return 0;
 }
 
+/* rchan_open() once per connection: the side channel, if not tried yet. */
+static int rchan_once(struct sftp_conn *c, int64_t deadline)
+{
+	return c->rename_ext < 0 ? rchan_open(c, deadline) : 0;
+}
+
 /* A packet being built in a buffer sized for it beforehand. */
 struct rpkt {
 	unsigned char *p;
@@ -1806,14 +1812,11 @@ static int sftp_rename(struct spoolfs_conn *conn, const char *from,
 		goto out;
 	}
 	deadline = now_ms() + (int64_t)stall_ms(c);
-	if (c->rename_ext < 0) {
-		rc = rchan_open(c, deadline);
-		if (rc < 0) {
-			sc_fail(c, err, rc, false,
-				"cannot rename '%s' to '%s' on %s", rfrom, rto,
-				c->where);
-			goto out;
-		}
+	rc = rchan_once(c, deadline);
+	if (rc < 0) {
+		sc_fail(c, err, rc, false, "cannot rename '%s' to '%s' on %s",
+			rfrom, rto, c->where);
+		goto out;
 	}
 	if (c->rename_ext > 0) {
 		rc = rchan_renames(c, 1, &rfrom, &rto, &st, deadline);
@@ -1893,8 +1896,8 @@ static void sftp_rename_batch(struct spoolfs_conn *conn,
 		if (!rfrom[i] || !rto[i])
 			rc = LIBSSH2_ERROR_ALLOC;
 	}
-	if (rc == 0 && c->rename_ext < 0)
-		rc = rchan_open(c, deadline);
+	if (rc == 0)
+		rc = rchan_once(c, deadline);
 	if (rc == 0 && c->rename_ext <= 0)
 		goto out;
 	log_debug("%s: sftp: rename %zu files at once", c->dest->name, n);
@@ -2886,7 +2889,7 @@ static int sc_upload(struct sftp_conn *c, const char *path, int fd,
 	if (rsize && offset == 0 && size <= RCHAN_PUT_MAX && !c->no_rchan_put) {
 		int64_t deadline = now_ms() + (int64_t)stall_ms(c);
 
-		if (c->rename_ext < 0 && (rc = rchan_open(c, deadline)) < 0) {
+		if ((rc = rchan_once(c, deadline)) < 0) {
 			sc_fail(c, err, rc, false, "cannot create '%s' on %s",
 				rpath, c->where);
 			goto out;
@@ -2980,15 +2983,13 @@ static void sftp_put_batch(struct spoolfs_conn *conn,
 
 	if (c->dead || c->no_rchan_put)
 		return;
-	if (c->rename_ext < 0) {
-		rc = rchan_open(c, now_ms() + (int64_t)stall_ms(c));
-		if (rc < 0) {
-			for (size_t i = 0; i < n; i++)
-				items[i].rc = sc_fail(c, &items[i].err, rc,
-					false, "cannot create '%s' on %s",
-					items[i].path, c->where);
-			return;
-		}
+	rc = rchan_once(c, now_ms() + (int64_t)stall_ms(c));
+	if (rc < 0) {
+		for (size_t i = 0; i < n; i++)
+			items[i].rc = sc_fail(c, &items[i].err, rc, false,
+					      "cannot create '%s' on %s",
+					      items[i].path, c->where);
+		return;
 	}
 	if (!c->rchan_up)
 		return;
