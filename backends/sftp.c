@@ -1971,7 +1971,8 @@ struct rp_file {
 	uint32_t open_id;
 	uint32_t ids[RP_OPS];
 	unsigned long status[RP_OPS];
-	bool sent;			/* its OPEN, then its batch, went out */
+	bool sent;			/* its OPEN went out, its reply is still
+					 * to read; then: its write went out */
 };
 
 /* Read F's file into its buffer; 0, or -1 with its item's error set. */
@@ -2176,7 +2177,6 @@ static void rchan_put_batch(struct sftp_conn *c, struct spoolfs_put_item *items,
 	struct rp_file *fs = calloc(n, sizeof(*fs));
 	size_t olen = 0, i;
 	struct rpkt b = { NULL, 0 };
-	const char *step = "create";
 	int rc = 0;
 
 	if (!fs) {
@@ -2229,8 +2229,6 @@ static void rchan_put_batch(struct sftp_conn *c, struct spoolfs_put_item *items,
 		rc = rchan_write(c, out, len, now_ms() + (int64_t)stall_ms(c));
 		fs[i].sent = rc == 0;
 	}
-	if (rc == 0)
-		step = "write";
 	for (i = 0; i < n && rc == 0; i++) {
 		if (!fs[i].sent)
 			continue;
@@ -2241,9 +2239,10 @@ static void rchan_put_batch(struct sftp_conn *c, struct spoolfs_put_item *items,
 	for (i = 0; i < n; i++) {
 		if (rc < 0 && items[i].rc == 1 && fs[i].mem)
 			/* the channel is out of step or gone: so is the
-			 * connection */
+			 * connection (sent: its write went out) */
 			items[i].rc = sc_fail(c, &items[i].err, rc, false,
-					      "cannot %s '%s' on %s", step,
+					      "cannot %s '%s' on %s",
+					      fs[i].sent ? "write" : "create",
 					      fs[i].rpath, c->where);
 		free(fs[i].rpath);
 		free(fs[i].mem);

@@ -1045,6 +1045,24 @@ static int put_rest_and_commit(struct job *job, struct spoolfs_conn *conn,
 	return commit_tmp(job, conn, job->rtmp, rsize, final, err);
 }
 
+/* JOB's spool copy, open for reading, if the server can take its name:
+ * the descriptor, or -1 with *err set. */
+static int open_copy(struct job *job, struct spoolfs_conn *conn,
+		     struct spoolfs_error *err)
+{
+	int fd = node_data_open(job->sp, job->n, O_RDONLY);
+
+	if (fd < 0)
+		return spoolfs_error_set(err, SPOOLFS_E_NOTFOUND,
+					 "the spool copy is missing: %m");
+	/* a name the server can never take: not one byte goes out */
+	if (spoolfs_conn_check_name(conn, job->relpath, err) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 static int run_upload(struct job *job, struct spoolfs_conn *conn,
 		      char **final, struct spoolfs_error *err)
 {
@@ -1054,13 +1072,9 @@ static int run_upload(struct job *job, struct spoolfs_conn *conn,
 	uint64_t offset = 0;
 	int fd, rc = -1;
 
-	fd = node_data_open(job->sp, job->n, O_RDONLY);
+	fd = open_copy(job, conn, err);
 	if (fd < 0)
-		return spoolfs_error_set(err, SPOOLFS_E_NOTFOUND,
-					 "the spool copy is missing: %m");
-	/* a name the server can never take: not one byte goes out */
-	if (spoolfs_conn_check_name(conn, job->relpath, err) < 0)
-		goto out;
+		return -1;
 	if (job->resume && (can_resume || job->mv_was)) {
 		if (spoolfs_conn_stat(conn, job->rtmp, &st, &serr) == 0) {
 			if (can_resume && st.size <= job->size)
@@ -1721,16 +1735,21 @@ static void job_end_locked(struct worker *w, struct job *job, int rc,
  * temp, writing it, the size check and the mtime take two even when the
  * backend pipelines them (sftp), the rename a third.  Where the backend
  * can (put_batch), a worker that picks a small file takes the other small
- * files ready behind it too, up to SPOOLFS_BATCH_MAX, and puts them all
- * at once: the puts of the batch cost the round trips of one.  Each file
- * is then committed and finished as a job of its own, in queue order,
- * exactly as run_upload() would (commit_tmp()); one whose batched put did
- * not work out gets the whole single path (put_rest_and_commit(), which
- * also makes a missing directory).
+ * files ready behind it too, up to SPOOLFS_BATCH_MAX, puts them all at
+ * once, prepares each one's commit as run_upload() would
+ * (commit_prepare()), and renames them all at once (rename_batch): the
+ * batch costs the round trips of one file.  Each file is still a job of
+ * its own, ended in queue order; one whose batched put or rename did not
+ * work out gets the single path (put_rest_and_commit(), rename_mkdirs(),
+ * which also make a missing directory).
  *
  * Only files that have never been on this server (no temp, no copy) go
  * in a batch: while they wait for their turn they are no worker's cur,
- * and owner_locked() need not see them, as they move no copy.
+ * and owner_locked() need not see them, as they move no copy; the names
+ * their renames go to are held (worker->held) until the batch ends.
+ * Small files go through one worker of a destination at a time
+ * (small_taken): a session keeps up with a batch, and sessions creating
+ * files in one directory at once only slow each other down on the server.
  */
 static bool batchable_locked(const struct spool_dest *d,
 			     const struct spool_node *n)
@@ -1826,13 +1845,8 @@ static void run_batch(struct worker *w, struct spoolfs_conn **connp,
 		struct job *job = &jobs[i];
 
 		bf[i].rc = -1;
-		bf[i].fd = node_data_open(sp, job->n, O_RDONLY);
-		if (bf[i].fd < 0)
-			spoolfs_error_set(&bf[i].err, SPOOLFS_E_NOTFOUND,
-					  "the spool copy is missing: %m");
-		else if (spoolfs_conn_check_name(*connp, job->relpath,
-						 &bf[i].err) == 0 &&
-			 record_tmp(job, &bf[i].err) == 0)
+		bf[i].fd = open_copy(job, *connp, &bf[i].err);
+		if (bf[i].fd >= 0 && record_tmp(job, &bf[i].err) == 0)
 			bf[i].rc = 1;
 	}
 
