@@ -891,7 +891,7 @@ static int mem_spill_locked(struct spool *sp, struct spool_node *n)
 	int fd, rc;
 
 	while (n->mfd >= 0 && n->wflight > 0)
-		pthread_cond_wait(&sp->mem_cond, &sp->lock);
+		pthread_cond_wait(&sp->write_cond, &sp->lock);
 	if (n->mfd < 0)
 		return 0;
 	if (fstat(n->mfd, &st) < 0)
@@ -2475,8 +2475,8 @@ void spool_write_end(struct spool_handle *h, size_t reserved, ssize_t written,
 		CHARGE(sp, n);
 		mem_resize_locked(sp, n);
 	}
-	if (--n->wflight == 0 && n->mfd >= 0)
-		pthread_cond_broadcast(&sp->mem_cond);
+	if (--n->wflight == 0)
+		pthread_cond_broadcast(&sp->write_cond);
 	n->wseq++;
 	/* a stream may have read past OFF while this write was under way */
 	stream_check_locked(sp, n, (uint64_t)off);
@@ -2605,6 +2605,17 @@ static int commit_written(struct spool_handle *h)
 	int rc = 0;
 
 	pthread_mutex_lock(&sp->lock);
+	/*
+	 * Another handle's write under way (two writers of one file) has
+	 * moved wseq on, but not yet the size: committing now would queue
+	 * the file as it was before that write, which then lands in a file
+	 * already queued (its own close() commits nothing, and a small
+	 * file's only durable copy, the inline one, stays the old content).
+	 * A write that starts from here on moves wseq on: no commit then,
+	 * the next close commits.
+	 */
+	while (n->wflight > 0)
+		pthread_cond_wait(&sp->write_cond, &sp->lock);
 	if (!n->linked || n->state != SPOOL_WRITING || n->area != SPOOL_AREA_MAIN) {
 		pthread_mutex_unlock(&sp->lock);
 		return 0;
@@ -3346,7 +3357,7 @@ int spool_open(struct spool **spp, const struct spoolfs_config *cfg,
 	pthread_mutex_init(&sp->lock, NULL);
 	pthread_cond_init(&sp->cond, NULL);
 	pthread_cond_init(&sp->stream_cond, NULL);
-	pthread_cond_init(&sp->mem_cond, NULL);
+	pthread_cond_init(&sp->write_cond, NULL);
 	mem_limit_init(sp);
 	sp->dir = strdup(cfg->spool_dir);
 	if (!sp->dir || asprintf(&path, "%s/data", cfg->spool_dir) < 0) {
@@ -3488,7 +3499,7 @@ void spool_close(struct spool *sp)
 	pthread_mutex_destroy(&sp->lock);
 	pthread_cond_destroy(&sp->cond);
 	pthread_cond_destroy(&sp->stream_cond);
-	pthread_cond_destroy(&sp->mem_cond);
+	pthread_cond_destroy(&sp->write_cond);
 	free(sp->dir);
 	free(sp);
 }

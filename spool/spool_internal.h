@@ -212,7 +212,7 @@ struct spool {
 	uint64_t inline_bytes;		/* [L] in the journal's inline copies */
 	uint64_t mem_bytes;		/* [L] in files held in memory */
 	size_t nmem, mem_files_max;	/* [L] files held in memory; limit */
-	pthread_cond_t mem_cond;	/* a file's writes in flight ended */
+	pthread_cond_t write_cond;	/* a file's writes in flight ended */
 	bool stopping;			/* [L] */
 	bool started;
 	uid_t uid;

@@ -861,6 +861,63 @@ static void test_memory_files_spill(void)
 	fixture_close(&f);
 }
 
+static void *flush_thread(void *arg)
+{
+	spool_flush(arg);
+	return NULL;
+}
+
+/*
+ * One handle closes while another's write is under way (two processes
+ * writing one file): that close must not commit the file as it was before
+ * the write.  Before, it did, and the write then landed in a file already
+ * queued: its own close() committed nothing, the journal kept the
+ * content of before (a small file's only durable copy), and after a crash
+ * that was uploaded instead: the acknowledged write was lost.  The close
+ * waits for the write in flight instead; the thread gets 300 ms to show
+ * it does not (it never commits a stale state when it does wait).
+ */
+static void test_close_during_another_write(void)
+{
+	static const char data[] = "written by the second handle";
+	struct spool_handle *a, *b;
+	struct timespec until;
+	struct fixture f;
+	pthread_t t;
+	void *ret;
+
+	fixture_init(&f, "closemid", 1);
+	CHECK(fixture_open(&f, false) == 0);	/* no workers: stays queued */
+	CHECK_EQ_INT(spool_create(f.sp, "/a/f", 0644, 0, 0,
+				  O_RDWR | O_CREAT | O_TRUNC, &a), 0);
+	CHECK_EQ_INT(spool_open_file(f.sp, "/a/f", O_RDWR, &b), 0);
+	CHECK_EQ_INT(spool_write_begin(b, sizeof(data), 0), 0);
+	CHECK(pthread_create(&t, NULL, flush_thread, a) == 0);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += 300 * 1000 * 1000;
+	if (until.tv_nsec >= 1000 * 1000 * 1000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000 * 1000 * 1000;
+	}
+	if (pthread_timedjoin_np(t, &ret, &until) == 0)
+		CHECK(!"a close did not wait for another handle's write");
+	CHECK(pwrite(spool_handle_fd(b), data, sizeof(data), 0) ==
+	      sizeof(data));
+	spool_write_end(b, sizeof(data), sizeof(data), 0);
+	pthread_join(t, &ret);
+	CHECK_EQ_INT(spool_flush(b), 0);
+	spool_release(b);
+	spool_release(a);
+	CHECK(state_is(f.sp, "/a/f", "queued"));
+	spool_close(f.sp);			/* the "crash" */
+	f.sp = NULL;
+
+	CHECK(fixture_open(&f, true) == 0);
+	CHECK(wait_state(f.sp, "/a/f", "uploaded"));
+	CHECK(file_has(f.root[0], "f", data, sizeof(data)));
+	fixture_close(&f);
+}
+
 static void test_quota(void)
 {
 	struct fixture f;
@@ -1160,6 +1217,7 @@ int main(void)
 	test_retry_after_the_directory_was_renamed();
 	test_crash_between_row_and_data_file();
 	test_memory_files_spill();
+	test_close_during_another_write();
 	test_quota();
 	test_volume_order();
 	test_small_files_in_batches();
