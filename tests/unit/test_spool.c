@@ -1190,6 +1190,228 @@ static void test_rewrite_killed_at_every_commit(void)
 	fixture_close(&f);
 }
 
+/* What the mount shows at PATH: its content into BUF (NUL-terminated), or
+ * NULL when it is not there. */
+static const char *mount_content(struct spool *sp, const char *path,
+				 char *buf, size_t len)
+{
+	struct spool_handle *h;
+	ssize_t n;
+
+	if (spool_open_file(sp, path, O_RDONLY, &h) < 0)
+		return NULL;
+	n = spool_read(h, buf, len - 1, 0);
+	spool_release(h);
+	if (n < 0)
+		return NULL;
+	buf[n] = '\0';
+	return buf;
+}
+
+/*
+ * A namespace change killed at each of the journal's commits in turn: SETUP
+ * leaves uploaded files in F's spool (closed); for k = 1, 2, ... a child
+ * process opens a copy of it (no workers), dies at its k-th commit while
+ * ACT runs, and the parent mounts the copy with workers and hands it to
+ * CHECK, which waits until the uploads settle and says what the server
+ * must hold.  Ends when ACT returns before its k-th commit.
+ */
+struct kill_case {
+	const char *name;
+	void (*setup)(struct fixture *f);
+	int (*act)(struct spool *sp);
+	void (*check)(struct fixture *f, struct spool *sp, int k);
+};
+
+static void kill_at_every_commit(const struct kill_case *kc)
+{
+	struct fixture f;
+	char copy[PATH_MAX + 16], cmd[3 * PATH_MAX + 128], err[512];
+	int k, status = 0;
+
+	fixture_init(&f, kc->name, 1);
+	CHECK(fixture_open(&f, true) == 0);
+	kc->setup(&f);
+	spool_close(f.sp);
+	f.sp = NULL;
+	for (k = 1; k < 100; k++) {
+		struct spool *sp;
+		pid_t pid;
+
+		snprintf(copy, sizeof(copy), "%s.%d", f.spool, k);
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s' && cp -a '%s' '%s'",
+			 copy, f.spool, copy);
+		CHECK(system(cmd) == 0);
+		f.cfg.spool_dir = copy;
+		fflush(NULL);
+		pid = fork();
+		if (pid == 0) {
+			if (spool_open(&sp, &f.cfg, err, sizeof(err)) < 0)
+				_exit(2);
+			spool_journal_die_at(sp->j, k);
+			if (kc->act(sp) < 0)
+				_exit(2);
+			_exit(3);	/* all done: no commit left to die at */
+		}
+		CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) != 2);
+		/* the server as the setup left it: each round starts there */
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s.k' && cp -a '%s' '%s.k'",
+			 f.root[0], f.root[0], f.root[0]);
+		CHECK(system(cmd) == 0);
+		f.sp = NULL;
+		CHECK(fixture_open(&f, true) == 0);
+		kc->check(&f, f.sp, k);
+		spool_close(f.sp);
+		f.sp = NULL;
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s' && mv '%s.k' '%s'",
+			 f.root[0], f.root[0], f.root[0]);
+		CHECK(system(cmd) == 0);
+		if (WEXITSTATUS(status) == 3)
+			break;
+	}
+	CHECK(k > 1 && k < 100);
+	f.cfg.spool_dir = f.spool;
+	fixture_close(&f);
+}
+
+/* REL is not under DIR, or goes within 2 s (a removal from the trash
+ * comes after the state the test waited for). */
+static bool gone_soon(const char *dir, const char *rel)
+{
+	for (int i = 0; i < 200 && exists(dir, rel); i++)
+		usleep(10000);
+	return !exists(dir, rel);
+}
+
+/* Wait until PATH is uploaded; its server copy then holds what the mount
+ * shows, and only there. */
+static void check_arrived(struct fixture *f, struct spool *sp,
+			  const char *path, const char *want, int k)
+{
+	char buf[64];
+	const char *got = mount_content(sp, path, buf, sizeof(buf));
+
+	CHECK(got && strcmp(got, want) == 0);
+	CHECK(wait_state(sp, path, "uploaded"));
+	CHECK(file_has(f->root[0], path + 3, want, strlen(want)));
+	CHECK(no_temps(f->root[0]));
+	if (!got || strcmp(got, want) != 0 ||
+	    !file_has(f->root[0], path + 3, want, strlen(want)))
+		fprintf(stderr, "killed at commit %d: %s is '%s'\n", k, path,
+			got ? got : "(gone)");
+}
+
+static void rename_setup(struct fixture *f)
+{
+	CHECK_EQ_INT(spool_mkdir(f->sp, "/a/d", 0755, 0, 0), 0);
+	CHECK_EQ_INT(spool_mkdir(f->sp, "/a/e", 0755, 0, 0), 0);
+	CHECK_EQ_INT(put_file(f->sp, "/a/d/f", "content", 7), 0);
+	CHECK(wait_state(f->sp, "/a/d/f", "uploaded"));
+}
+
+static int rename_act(struct spool *sp)
+{
+	return spool_rename(sp, "/a/d/f", "/a/e/g", 0);
+}
+
+/* in the mount at one of the two names, and on the server there only */
+static void rename_check(struct fixture *f, struct spool *sp, int k)
+{
+	char buf[64];
+	bool moved = !mount_content(sp, "/a/d/f", buf, sizeof(buf));
+
+	check_arrived(f, sp, moved ? "/a/e/g" : "/a/d/f", "content", k);
+	/* a server rename is done once the state says uploaded */
+	CHECK(!exists(f->root[0], moved ? "d/f" : "e/g"));
+}
+
+static void overwrite_setup(struct fixture *f)
+{
+	CHECK_EQ_INT(put_file(f->sp, "/a/x", "x content", 9), 0);
+	CHECK_EQ_INT(put_file(f->sp, "/a/y", "y", 1), 0);
+	CHECK(wait_state(f->sp, "/a/x", "uploaded"));
+	CHECK(wait_state(f->sp, "/a/y", "uploaded"));
+}
+
+static int overwrite_act(struct spool *sp)
+{
+	return spool_rename(sp, "/a/x", "/a/y", 0);
+}
+
+/* x renamed over y, or both as they were: y is never lost */
+static void overwrite_check(struct fixture *f, struct spool *sp, int k)
+{
+	char buf[64];
+
+	if (mount_content(sp, "/a/x", buf, sizeof(buf))) {
+		check_arrived(f, sp, "/a/x", "x content", k);
+		check_arrived(f, sp, "/a/y", "y", k);
+	} else {
+		check_arrived(f, sp, "/a/y", "x content", k);
+		CHECK(!exists(f->root[0], "x"));
+	}
+}
+
+static void dir_rewrite_setup(struct fixture *f)
+{
+	CHECK_EQ_INT(spool_mkdir(f->sp, "/a/d1", 0755, 0, 0), 0);
+	CHECK_EQ_INT(put_file(f->sp, "/a/d1/f", "old content", 11), 0);
+	CHECK(wait_state(f->sp, "/a/d1/f", "uploaded"));
+}
+
+static int dir_rewrite_act(struct spool *sp)
+{
+	if (spool_rename(sp, "/a/d1", "/a/d2", 0) < 0)
+		return -1;
+	return rewrite_file(sp, "/a/d2/f", "new!", 4);
+}
+
+/* the directory at either name; the file old, new, or in .failed/ as
+ * incomplete when the kill came while it was rewritten */
+static void dir_rewrite_check(struct fixture *f, struct spool *sp, int k)
+{
+	char buf[64];
+	const char *got;
+	bool moved = !mount_content(sp, "/a/d1/f", buf, sizeof(buf));
+	const char *path = moved ? "/a/d2/f" : "/a/d1/f";
+
+	got = mount_content(sp, path, buf, sizeof(buf));
+	if (got) {
+		check_arrived(f, sp, path, strcmp(got, "new!") == 0 ?
+			      "new!" : "old content", k);
+	} else {
+		const char *ferr = xattr(sp, "/a/.failed/d2/f",
+					 "user.spoolfs.error");
+
+		CHECK(moved && ferr && strstr(ferr, "incomplete"));
+		if (!ferr)
+			fprintf(stderr, "killed at commit %d: f is gone\n", k);
+	}
+	/* the old content's copy goes with the trash, after the state */
+	CHECK(gone_soon(f->root[0], moved ? "d1/f" : "d2/f"));
+}
+
+/*
+ * Renames killed at every commit: a file into another directory, a file
+ * over another one, a directory and then a rewrite of a file in it.  The
+ * next mount always has each file at one name, with content that close()
+ * acknowledged, and brings the server to the same (no copy left at the
+ * other name, none lost).
+ */
+static void test_renames_killed_at_every_commit(void)
+{
+	static const struct kill_case cases[] = {
+		{ "rnkill", rename_setup, rename_act, rename_check },
+		{ "owkill", overwrite_setup, overwrite_act, overwrite_check },
+		{ "drkill", dir_rewrite_setup, dir_rewrite_act,
+		  dir_rewrite_check },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		kill_at_every_commit(&cases[i]);
+}
+
 int main(void)
 {
 	snprintf(tmproot, sizeof(tmproot), "/tmp/spoolfs-test-spool-XXXXXX");
@@ -1222,6 +1444,7 @@ int main(void)
 	test_volume_order();
 	test_small_files_in_batches();
 	test_rewrite_killed_at_every_commit();
+	test_renames_killed_at_every_commit();
 	test_batch_changed_midway();
 	{
 		char cmd[PATH_MAX + 16];
