@@ -1117,79 +1117,6 @@ static void test_batch_changed_midway(void)
 	fixture_close(&f);
 }
 
-/*
- * A file uploaded, then renamed while its server is unreachable (the
- * rename on the server waits), then rewritten (open with O_TRUNC, write,
- * close), with the daemon killed at each of the journal's commits in turn
- * (spool_journal_die_at() in a child process, on a copy of the spool).
- * After each, the next mount has the file in the mount (its old content
- * on the server, or the new one queued) or in .failed/ as incomplete, and
- * never as "spool copy lost": a row must not say "queued" over the empty
- * copy the rewrite starts with, nor the old copy's removal be recorded
- * before the row says "writing" (content_changed_locked()).
- */
-static void test_rewrite_killed_at_every_commit(void)
-{
-	struct fixture f;
-	char copy[PATH_MAX + 16], cmd[3 * PATH_MAX + 128], err[512];
-	int k, status = 0;
-
-	fixture_init(&f, "rwkill", 1);
-	CHECK(fixture_open(&f, true) == 0);
-	CHECK_EQ_INT(spool_mkdir(f.sp, "/a/d1", 0755, 0, 0), 0);
-	CHECK_EQ_INT(put_file(f.sp, "/a/d1/f", "old content", 11), 0);
-	CHECK(wait_state(f.sp, "/a/d1/f", "uploaded"));
-	spoolfs_faulty_fail(SPOOLFS_FAULTY_RENAME, -1, SPOOLFS_E_RESET,
-			    "connection reset by peer");
-	CHECK_EQ_INT(spool_rename(f.sp, "/a/d1/f", "/a/g", 0), 0);
-	spool_close(f.sp);
-	f.sp = NULL;
-	spoolfs_faulty_reset();
-
-	for (k = 1; k < 100; k++) {
-		struct spool *sp;
-		const char *state, *ferr;
-		pid_t pid;
-
-		snprintf(copy, sizeof(copy), "%s.%d", f.spool, k);
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s' && cp -a '%s' '%s'",
-			 copy, f.spool, copy);
-		CHECK(system(cmd) == 0);
-		f.cfg.spool_dir = copy;
-		fflush(NULL);
-		pid = fork();
-		if (pid == 0) {
-			if (spool_open(&sp, &f.cfg, err, sizeof(err)) < 0)
-				_exit(2);
-			spool_journal_die_at(sp->j, k);
-			if (rewrite_file(sp, "/a/g", "new!", 4) < 0)
-				_exit(2);
-			_exit(3);	/* all done: no commit left to die at */
-		}
-		CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
-		CHECK(WIFEXITED(status) && WEXITSTATUS(status) != 2);
-		CHECK(spool_open(&sp, &f.cfg, err, sizeof(err)) == 0);
-		state = xattr(sp, "/a/g", "user.spoolfs.state");
-		if (state) {
-			CHECK(strcmp(state, "uploaded") == 0 ||
-			      strcmp(state, "pending") == 0 ||
-			      strcmp(state, "queued") == 0);
-		} else {
-			ferr = xattr(sp, "/a/.failed/g", "user.spoolfs.error");
-			CHECK(ferr && strstr(ferr, "incomplete"));
-			if (!ferr || !strstr(ferr, "incomplete"))
-				fprintf(stderr, "killed at commit %d: %s\n", k,
-					ferr ? ferr : "g is gone");
-		}
-		spool_close(sp);
-		if (WEXITSTATUS(status) == 3)
-			break;
-	}
-	CHECK(k > 1 && k < 100);
-	f.cfg.spool_dir = f.spool;
-	fixture_close(&f);
-}
-
 /* What the mount shows at PATH: its content into BUF (NUL-terminated), or
  * NULL when it is not there. */
 static const char *mount_content(struct spool *sp, const char *path,
@@ -1234,6 +1161,7 @@ static void kill_at_every_commit(const struct kill_case *kc)
 	kc->setup(&f);
 	spool_close(f.sp);
 	f.sp = NULL;
+	spoolfs_faulty_reset();		/* the setup's failures end with it */
 	for (k = 1; k < 100; k++) {
 		struct spool *sp;
 		pid_t pid;
@@ -1393,8 +1321,51 @@ static void dir_rewrite_check(struct fixture *f, struct spool *sp, int k)
 }
 
 /*
+ * A file uploaded, then renamed while its server is unreachable (the
+ * rename on the server waits), then rewritten (open with O_TRUNC, write,
+ * close).  Killed at any commit, the next mount has the file in the mount
+ * (its old content or the new one, arriving) or in .failed/ as incomplete,
+ * and never as "spool copy lost": a row must not say "queued" over the
+ * empty copy the rewrite starts with, nor the old copy's removal be
+ * recorded before the row says "writing" (content_changed_locked()).
+ */
+static void renamed_rewrite_setup(struct fixture *f)
+{
+	dir_rewrite_setup(f);
+	spoolfs_faulty_fail(SPOOLFS_FAULTY_RENAME, -1, SPOOLFS_E_RESET,
+			    "connection reset by peer");
+	CHECK_EQ_INT(spool_rename(f->sp, "/a/d1/f", "/a/g", 0), 0);
+}
+
+static int renamed_rewrite_act(struct spool *sp)
+{
+	return rewrite_file(sp, "/a/g", "new!", 4);
+}
+
+static void renamed_rewrite_check(struct fixture *f, struct spool *sp, int k)
+{
+	char buf[64];
+	const char *got = mount_content(sp, "/a/g", buf, sizeof(buf));
+
+	if (got) {
+		check_arrived(f, sp, "/a/g", strcmp(got, "new!") == 0 ?
+			      "new!" : "old content", k);
+	} else {
+		const char *ferr = xattr(sp, "/a/.failed/g",
+					 "user.spoolfs.error");
+
+		CHECK(ferr && strstr(ferr, "incomplete"));
+		if (!ferr || !strstr(ferr, "incomplete"))
+			fprintf(stderr, "killed at commit %d: %s\n", k,
+				ferr ? ferr : "g is gone");
+	}
+	CHECK(gone_soon(f->root[0], "d1/f"));
+}
+
+/*
  * Renames killed at every commit: a file into another directory, a file
- * over another one, a directory and then a rewrite of a file in it.  The
+ * over another one, a directory and then a rewrite of a file in it, a
+ * rewrite of a file whose rename on the server waits.  The
  * next mount always has each file at one name, with content that close()
  * acknowledged, and brings the server to the same (no copy left at the
  * other name, none lost).
@@ -1406,6 +1377,8 @@ static void test_renames_killed_at_every_commit(void)
 		{ "owkill", overwrite_setup, overwrite_act, overwrite_check },
 		{ "drkill", dir_rewrite_setup, dir_rewrite_act,
 		  dir_rewrite_check },
+		{ "rwkill", renamed_rewrite_setup, renamed_rewrite_act,
+		  renamed_rewrite_check },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
@@ -1443,7 +1416,6 @@ int main(void)
 	test_quota();
 	test_volume_order();
 	test_small_files_in_batches();
-	test_rewrite_killed_at_every_commit();
 	test_renames_killed_at_every_commit();
 	test_batch_changed_midway();
 	{
