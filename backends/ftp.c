@@ -1827,6 +1827,14 @@ again:
 		ret = 0;
 		goto out;
 	}
+	if (code >= 400 && code < 500) {
+		/* pure-ftpd says 451 (try later) when TO's directory is
+		 * missing: NOTFOUND then, so the caller makes it */
+		snprintf(failed, sizeof(failed), "%s",
+			 reply_line(fc, "RNTO", ato));
+		ftp_refine_missing_dir(fc, to, code, failed, what, NULL, err);
+		goto out;
+	}
 	if (code < 500) {
 		quote_result(fc, rc, "RNTO", ato, what, err);
 		goto out;
