@@ -229,6 +229,21 @@ int spoolfs_conn_remove(struct spoolfs_conn *conn, const char *path,
 	return op_result(conn->backend->remove(conn, path, err), err, "delete");
 }
 
+int spoolfs_conn_rmdir(struct spoolfs_conn *conn, const char *dir,
+		       struct spoolfs_error *err)
+{
+	spoolfs_error_clear(err);
+	if (!*dir)
+		return spoolfs_error_set(err, SPOOLFS_E_PERM, "the "
+					 "destination's root is never removed");
+	if (!conn->backend->rmdir)
+		return spoolfs_error_set(err, SPOOLFS_E_PERM, "%s: cannot "
+					 "remove directories",
+					 conn->backend->scheme);
+	return op_result(conn->backend->rmdir(conn, dir, err), err,
+			 "remove directory");
+}
+
 int spoolfs_conn_set_mtime(struct spoolfs_conn *conn, const char *path,
 			   int64_t mtime, struct spoolfs_error *err)
 {

@@ -164,6 +164,14 @@ struct spoolfs_backend {
 	/* MUST: delete the file PATH; SPOOLFS_E_NOTFOUND when absent. */
 	int (*remove)(struct spoolfs_conn *conn, const char *path,
 		      struct spoolfs_error *err);
+	/*
+	 * MAY: remove the directory DIR (below the root, never the root) if
+	 * it is empty; a directory that holds anything stays, with an error
+	 * (SPOOLFS_E_NOTFOUND when it is not there, where the protocol
+	 * tells).  Without it, emptied directories stay on the server.
+	 */
+	int (*rmdir)(struct spoolfs_conn *conn, const char *dir,
+		     struct spoolfs_error *err);
 	/* MAY (SPOOLFS_CAP_MTIME): set PATH's modification time. */
 	int (*set_mtime)(struct spoolfs_conn *conn, const char *path,
 			 int64_t mtime, struct spoolfs_error *err);
@@ -230,6 +238,9 @@ int spoolfs_conn_rename(struct spoolfs_conn *conn, const char *from,
 			const char *to, struct spoolfs_error *err);
 int spoolfs_conn_remove(struct spoolfs_conn *conn, const char *path,
 			struct spoolfs_error *err);
+/* -1 with SPOOLFS_E_PERM where the backend cannot remove directories. */
+int spoolfs_conn_rmdir(struct spoolfs_conn *conn, const char *dir,
+		       struct spoolfs_error *err);
 /* Sets the mtime where the backend can; a no-op returning 0 where not. */
 int spoolfs_conn_set_mtime(struct spoolfs_conn *conn, const char *path,
 			   int64_t mtime, struct spoolfs_error *err);

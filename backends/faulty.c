@@ -393,6 +393,14 @@ static int faulty_remove(struct spoolfs_conn *conn, const char *path,
 	return ic->backend->remove(ic, path, err);
 }
 
+static int faulty_rmdir(struct spoolfs_conn *conn, const char *dir,
+			struct spoolfs_error *err)
+{
+	struct spoolfs_conn *ic = inner(conn);
+
+	return spoolfs_conn_rmdir(ic, dir, err);
+}
+
 static int faulty_set_mtime(struct spoolfs_conn *conn, const char *path,
 			    int64_t mtime, struct spoolfs_error *err)
 {
@@ -474,6 +482,7 @@ const struct spoolfs_backend spoolfs_backend_faulty = {
 	.stat = faulty_stat,
 	.rename = faulty_rename,
 	.remove = faulty_remove,
+	.rmdir = faulty_rmdir,
 	.set_mtime = faulty_set_mtime,
 	.get = faulty_get,
 	.check_name = faulty_check_name,

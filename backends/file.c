@@ -678,6 +678,28 @@ static int file_remove(struct spoolfs_conn *conn, const char *path,
 	return rc;
 }
 
+static int file_rmdir(struct spoolfs_conn *conn, const char *dir,
+		      struct spoolfs_error *err)
+{
+	struct file_conn *fc = conn->priv;
+	const char *base;
+	char p[PATH_MAX];
+	int pdir, rc = 0;
+
+	if (root_check(fc, err) < 0)
+		return -1;
+	if (!rel_valid(dir))
+		return bad_path(err, dir);
+	full_path(fc, dir, p, sizeof(p));
+	pdir = open_parent(fc, dir, O_PATH, &base);
+	if (pdir < 0)
+		return fail(fc, err, errno, "cannot remove directory '%s'", p);
+	if (unlinkat(pdir, base, AT_REMOVEDIR) < 0)
+		rc = fail(fc, err, errno, "cannot remove directory '%s'", p);
+	close(pdir);
+	return rc;
+}
+
 static int file_set_mtime(struct spoolfs_conn *conn, const char *path,
 			  int64_t mtime, struct spoolfs_error *err)
 {
@@ -757,6 +779,7 @@ const struct spoolfs_backend spoolfs_backend_file = {
 	.stat = file_stat,
 	.rename = file_rename,
 	.remove = file_remove,
+	.rmdir = file_rmdir,
 	.set_mtime = file_set_mtime,
 	.get = file_get,
 };

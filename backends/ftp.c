@@ -1763,6 +1763,41 @@ out:
 	return ret;
 }
 
+/* RMD: the server refuses a directory that is not empty (550). */
+static int ftp_rmdir(struct spoolfs_conn *conn, const char *dir,
+		     struct spoolfs_error *err)
+{
+	struct ftp_conn *fc = conn->priv;
+	struct curl_slist *q = NULL;
+	char what[WHAT_MAX], failed[REPLY_MAX], *abs;
+	struct spoolfs_error e2;
+	CURLcode rc;
+	int ret;
+
+	if (ftp_check_name(dir, err) < 0)
+		return -1;
+	snprintf(what, sizeof(what), "removal of directory '%s'", dir);
+	abs = ftp_abs(fc, dir);
+	if (!abs || !quote_add(&q, "RMD", abs)) {
+		free(abs);
+		return spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
+	}
+	rc = ftp_quote(fc, q, err);
+	ret = quote_result(fc, rc, "RMD", abs, what, err);
+	/* 550: not empty, or not there? */
+	if (ret < 0 && reply_to(fc, "RMD", abs) == 550) {
+		snprintf(failed, sizeof(failed), "%s",
+			 reply_line(fc, "RMD", abs));
+		if (ftp_dir_exists(fc, abs, &e2) == 0)
+			spoolfs_error_set(err, SPOOLFS_E_NOTFOUND,
+					  "%s failed: no such directory on "
+					  "the server (%s)", what, failed);
+	}
+	curl_slist_free_all(q);
+	free(abs);
+	return ret;
+}
+
 /* RNFR FROM + RNTO TO (after DELE TO when DELETE_FIRST). */
 static CURLcode ftp_rnfr_rnto(struct ftp_conn *fc, const char *afrom,
 			      const char *ato, bool delete_first,
@@ -2209,6 +2244,7 @@ const struct spoolfs_backend spoolfs_backend_ftp = {
 	.stat = ftp_stat,
 	.rename = ftp_rename,
 	.remove = ftp_remove,
+	.rmdir = ftp_rmdir,
 	.set_mtime = ftp_set_mtime,
 	.get = ftp_get,
 	.check_name = ftp_name_ok,
@@ -2226,6 +2262,7 @@ const struct spoolfs_backend spoolfs_backend_ftps = {
 	.stat = ftp_stat,
 	.rename = ftp_rename,
 	.remove = ftp_remove,
+	.rmdir = ftp_rmdir,
 	.set_mtime = ftp_set_mtime,
 	.get = ftp_get,
 	.check_name = ftp_name_ok,

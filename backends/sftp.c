@@ -1498,6 +1498,30 @@ static int sftp_remove(struct spoolfs_conn *conn, const char *path,
 	return rc < 0 ? -1 : 0;
 }
 
+static int sftp_rmdir(struct spoolfs_conn *conn, const char *dir,
+		      struct spoolfs_error *err)
+{
+	struct sftp_conn *c = conn->priv;
+	int64_t deadline = now_ms() + (int64_t)stall_ms(c);
+	char *rpath;
+	int rc;
+
+	if (sc_check_alive(c, err) < 0)
+		return -1;
+	log_debug("%s: sftp: rmdir '%s'", c->dest->name, dir);
+	rpath = sc_path(c, dir);
+	if (!rpath)
+		return sc_oom(err);
+	SC_RETRY(c, deadline, rc,
+		 libssh2_sftp_rmdir_ex(c->sftp, rpath,
+				       (unsigned int)strlen(rpath)));
+	if (rc < 0)
+		sc_fail(c, err, rc, false, "cannot remove directory '%s' on %s",
+			rpath, c->where);
+	free(rpath);
+	return rc < 0 ? -1 : 0;
+}
+
 static int sftp_set_mtime(struct spoolfs_conn *conn, const char *path,
 			  int64_t mtime, struct spoolfs_error *err)
 {
@@ -3112,6 +3136,7 @@ const struct spoolfs_backend spoolfs_backend_sftp = {
 	.stat = sftp_stat,
 	.rename = sftp_rename,
 	.remove = sftp_remove,
+	.rmdir = sftp_rmdir,
 	.set_mtime = sftp_set_mtime,
 	.get = sftp_get,
 };

@@ -1660,6 +1660,9 @@ int spool_rmdir(struct spool *sp, const char *path)
 		rc = spool_journal_errno(sp->j);
 		goto out;
 	}
+	/* its files may have left the server's copy of it already */
+	if (n->area == SPOOL_AREA_MAIN)
+		uploader_prune_locked(n->dest, node_relpath_locked(n));
 	dir_detach(sp, n);
 	n->refs++;
 	node_put_locked(sp, n);

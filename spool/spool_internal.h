@@ -171,6 +171,9 @@ struct spool_dest {
 					 * (meta_gave_up), with a ref each;
 					 * stale entries go lazily */
 	size_t nstuck, capstuck;
+	char *prune[16];		/* [L] server directories that files
+					 * left: maybe empty (uploader.c) */
+	size_t nprune;
 	bool small_taken;		/* [L] a worker is sending small
 					 * files (uploader.c, batches) */
 	struct spool_node *stream_offer;	/* [L] a big file being written
@@ -303,6 +306,9 @@ void stream_offer_locked(struct spool *sp, struct spool_node *n);
 /* Workers (uploader.c). */
 int uploader_start(struct spool *sp);
 void uploader_stop(struct spool *sp);
+/* DIR (taken) may now be empty on D's server: an idle worker removes it
+ * there unless the mount has it (uploader.c, "Emptied directories"). */
+void uploader_prune_locked(struct spool_dest *d, char *dir);
 void queue_remove_locked(struct spool_node *n);
 void queue_add_locked(struct spool_dest *d, struct spool_node *n);
 /* The destination a node's next job goes to. */

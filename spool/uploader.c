@@ -570,6 +570,84 @@ static char *dir_of(const char *rel)
 	return slash ? strndup(rel, (size_t)(slash - rel)) : strdup("");
 }
 
+/*
+ * EMPTIED DIRECTORIES
+ *
+ * A rename in the mount moves each uploaded file on the server on its own
+ * (a renamed directory's files too, one by one), and delete_remote deletes
+ * file by file, so the server directories they leave can end up empty.
+ * Each such directory is noted here, and so is each directory removed in
+ * the mount (whose files' moves or removals may have run before); a worker
+ * with a connection and nothing else to do removes it, then its parents,
+ * while the mount has no directory of that name.  The server refuses one that still holds
+ * anything (a file spoolfs did not write, one whose move has not run yet,
+ * a temp), and spoolfs then leaves it: one rmdir per directory, not one
+ * per file.  Not journaled: after a crash an emptied directory may stay.
+ */
+void uploader_prune_locked(struct spool_dest *d, char *dir)
+{
+	bool keep = dir && *dir;
+
+	for (size_t i = 0; keep && i < d->nprune; i++)
+		keep = strcmp(d->prune[i], dir) != 0;
+	/* more than fit: those stay on the server */
+	if (keep && d->nprune < sizeof(d->prune) / sizeof(d->prune[0])) {
+		d->prune[d->nprune++] = dir;
+		pthread_cond_broadcast(&d->sp->cond);
+		return;
+	}
+	free(dir);
+}
+
+/* A file left LEFT on the server (for TO, when moved). */
+static void prune_note(struct spool_dest *d, const char *left,
+		       const char *to)
+{
+	char *dir = dir_of(left), *dto = to ? dir_of(to) : NULL;
+
+	pthread_mutex_lock(&d->sp->lock);
+	if (dir && dto && strcmp(dir, dto) == 0) {
+		free(dir);
+		dir = NULL;
+	}
+	uploader_prune_locked(d, dir);
+	pthread_mutex_unlock(&d->sp->lock);
+	free(dto);
+}
+
+/* Remove DIR (changed in place) and its parents while they are empty on
+ * the server and no directory in the mount. */
+static void prune_dirs(struct spool_dest *d, struct spoolfs_conn *conn,
+		       char *dir)
+{
+	struct spool *sp = d->sp;
+	struct spoolfs_error err;
+	char *slash;
+
+	while (*dir) {
+		struct spool_node *n;
+		bool keep;
+
+		pthread_mutex_lock(&sp->lock);
+		n = node_at_locked(d, dir);
+		keep = (n && n->is_dir) || sp->stopping;
+		pthread_mutex_unlock(&sp->lock);
+		if (keep)
+			return;
+		if (spoolfs_conn_rmdir(conn, dir, &err) < 0) {
+			log_debug("%s: '%s' stays on the server: %s",
+				  d->conf->name, dir, err.msg);
+			return;
+		}
+		log_info("%s: removed the directory '%s' from the server: "
+			 "its files moved away", d->conf->name, dir);
+		slash = strrchr(dir, '/');
+		if (!slash)
+			return;
+		*slash = '\0';
+	}
+}
+
 static void job_release(struct job *job)
 {
 	free(job->moved);
@@ -1356,6 +1434,7 @@ static int run_meta(struct job *job, struct spoolfs_conn *conn,
 		if (!job->moved)
 			return spoolfs_error_set(err, SPOOLFS_E_IO,
 						 "out of memory");
+		prune_note(job->d, job->rpath, *final);
 	}
 	return spoolfs_conn_set_mtime(conn, *final, job->mtime, err);
 }
@@ -1377,6 +1456,10 @@ static int run_trash(struct job *job, struct spoolfs_conn *conn,
 	    spoolfs_conn_remove(conn, job->rpath, err) < 0 &&
 	    err->code != SPOOLFS_E_NOTFOUND)
 		return -1;
+	if (job->rtmp)
+		prune_note(job->d, job->rtmp, NULL);
+	if (job->remove_rpath)
+		prune_note(job->d, job->rpath, NULL);
 	spoolfs_error_clear(err);
 	return 0;
 }
@@ -1990,6 +2073,15 @@ static void *worker_main(void *arg)
 			/* nothing to send: let go of what was sent */
 			if (spool_drops_tend_locked(sp, true, &until))
 				continue;
+			if (conn && d->nprune > 0) {
+				char *dir = d->prune[--d->nprune];
+
+				pthread_mutex_unlock(&sp->lock);
+				prune_dirs(d, conn, dir);
+				free(dir);
+				pthread_mutex_lock(&sp->lock);
+				continue;
+			}
 
 			if (conn && now - idle_since > IDLE_DISCONNECT_MS) {
 				pthread_mutex_unlock(&sp->lock);
@@ -2117,6 +2209,8 @@ void uploader_stop(struct spool *sp)
 		}
 		while (d->nstuck > 0)
 			node_put_locked(sp, d->stuck[--d->nstuck]);
+		while (d->nprune > 0)
+			free(d->prune[--d->nprune]);
 		free(d->stuck);
 		d->stuck = NULL;
 		d->capstuck = 0;

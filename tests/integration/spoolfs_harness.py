@@ -417,6 +417,51 @@ def rename_onto_held_names(env, dest: str, server_dir: Path):
         assert m(n).read_bytes() == data, f"{n} in the mount"
 
 
+def emptied_directories_go(env, dest: str, server_dir: Path):
+    """A directory of uploaded files renamed in the mount (a photo
+    importer's temp directory, a user's mv) leaves no directory under its
+    old name on the server, nor its emptied subdirectories; one that still
+    holds a file spoolfs did not write stays, with that file.  With
+    delete_remote (the caller sets it), rm -r of an uploaded directory
+    leaves nothing of it on the server."""
+    m = lambda rel: env.m(dest, rel)
+    srv = Path(server_dir)
+    files = {"import.tmp/a.jpg": pseudo_random(10_000, 61),
+             "import.tmp/sub/deeper/b.jpg": pseudo_random(20_000, 62),
+             "shared/c.jpg": pseudo_random(5_000, 63)}
+    for rel, data in files.items():
+        os.makedirs(m(rel).parent, exist_ok=True)
+        m(rel).write_bytes(data)
+    env.wait_uploaded(*(m(rel) for rel in files))
+    theirs = srv / "shared" / "theirs.txt"     # put there by someone else
+    theirs.write_bytes(b"not written by spoolfs")
+    os.rename(m("import.tmp"), m("2026"))
+    os.rename(m("shared"), m("shared2"))
+    moved = {rel.replace("import.tmp", "2026").replace("shared", "shared2"):
+             data for rel, data in files.items()}
+    env.wait_uploaded(*(m(rel) for rel in moved))
+
+    def entries():
+        return sorted(str(p.relative_to(srv)) for p in srv.rglob("*"))
+    want = ["2026", "2026/a.jpg", "2026/sub", "2026/sub/deeper",
+            "2026/sub/deeper/b.jpg", "shared", "shared/theirs.txt",
+            "shared2", "shared2/c.jpg"]
+    wait_until(lambda: entries() == want, 20,
+               "import.tmp/ to go from the server once its files moved",
+               state=lambda: f"server: {entries()}\n{env.log_tail()}")
+    for rel, data in moved.items():
+        assert (srv / rel).read_bytes() == data, rel
+    assert theirs.read_bytes() == b"not written by spoolfs"
+    assert "removed the directory 'import.tmp/sub/deeper' from the " \
+        "server: its files moved away" in env.log(), env.log_tail()
+
+    run(["rm", "-r", m("2026")])
+    want = ["shared", "shared/theirs.txt", "shared2", "shared2/c.jpg"]
+    wait_until(lambda: entries() == want, 20,
+               "rm -r 2026 with delete_remote to leave nothing of it",
+               state=lambda: f"server: {entries()}\n{env.log_tail()}")
+
+
 def shuffle_names(env, dest: str, server_dir: Path, seed: int):
     """150 random steps on 20 uploaded files in DEST (the caller sets a few
     connections and a max_rate, so renames overtake uploads): swaps through

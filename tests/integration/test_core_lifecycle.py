@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from spoolfs_harness import (assert_same_files, pseudo_random, run,
-                             shuffle_names, stray_names, wait_until,
-                             write_file)
+from spoolfs_harness import (assert_same_files, emptied_directories_go,
+                             pseudo_random, run, shuffle_names, stray_names,
+                             wait_until, write_file)
 
 MISSING_DIR_LOG = r"does not exist|[Nn]o such file"
 
@@ -298,6 +298,12 @@ def test_rename_directory_moves_what_is_queued_beneath_it(sfs):
     (sfs.src / "blocker.bin").write_bytes(blocker.read_bytes())
     assert_same_files(sfs.src, dest)
     assert not (dest / "import.tmp").exists()
+
+
+def test_renamed_or_removed_directories_leave_no_empty_one_behind(sfs):
+    dest = sfs.add_dest("local", delete_remote="yes")
+    sfs.mount()
+    emptied_directories_go(sfs, "local", dest)
 
 
 def test_rename_of_uploaded_file_renames_it_on_the_destination(mounted):

@@ -50,8 +50,8 @@ import pytest
 
 from ftp_server import (ControlProxy, FtpServer, have_vsftpd, make_cert,
                         pure_ftpd_path)
-from spoolfs_harness import (all_xattrs, child_env, make_big_file,
-                             make_flat_tree, pseudo_random,
+from spoolfs_harness import (all_xattrs, child_env, emptied_directories_go,
+                             make_big_file, make_flat_tree, pseudo_random,
                              rename_onto_held_names, run, sha256,
                              stray_names, unavailable, wait_until,
                              write_file)
@@ -618,6 +618,15 @@ def test_renames_onto_names_another_copy_still_holds(ftpd, sfs):
     add_nas(sfs, ftpd, connections=1, max_rate="200K")
     mount(sfs)
     rename_onto_held_names(sfs, "nas", home(ftpd))
+
+
+@pytest.mark.parametrize("ftpd", [SERVERS[0], SERVERS[4]], indirect=True)
+def test_renamed_or_removed_directories_leave_no_empty_one_behind(ftpd, sfs):
+    """As for SFTP: RMD of each directory the files left (550 for one that
+    is not empty)."""
+    add_nas(sfs, ftpd, delete_remote="yes")
+    mount(sfs)
+    emptied_directories_go(sfs, "nas", home(ftpd))
 
 
 @pytest.mark.parametrize("ftpd", VSFTPD + SERVERS[4:5], indirect=True)

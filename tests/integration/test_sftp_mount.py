@@ -32,7 +32,8 @@ from pathlib import Path
 import pytest
 
 from spoolfs_harness import (TEMP_RE, all_xattrs, assert_same_files,
-                             child_env, make_big_file, make_flat_tree,
+                             child_env, emptied_directories_go,
+                             make_big_file, make_flat_tree,
                              need_root, pseudo_random, rename_onto_held_names,
                              run, scaled, sha256, shuffle_names, spoolfs_bin,
                              stray_names, unavailable, wait_until, write_file)
@@ -566,6 +567,13 @@ def test_renames_onto_names_another_copy_still_holds(sshd, sfs):
     add_box(sfs, sshd, connections=1, max_rate="200K")
     sfs.mount()
     rename_onto_held_names(sfs, "box", sshd.root)
+
+
+def test_renamed_or_removed_directories_leave_no_empty_one_behind(sshd, sfs):
+    """As for file://: SSH_FXP_RMDIR of each directory the files left."""
+    add_box(sfs, sshd, delete_remote="yes")
+    mount(sfs)
+    emptied_directories_go(sfs, "box", sshd.root)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
