@@ -656,8 +656,9 @@ out_fdir:
 	return rc;
 }
 
-static int file_remove(struct spoolfs_conn *conn, const char *path,
-		       struct spoolfs_error *err)
+/* unlinkat(FLAGS) of PATH, "cannot WHAT '...'" when it fails */
+static int file_unlink(struct spoolfs_conn *conn, const char *path,
+		       int flags, const char *what, struct spoolfs_error *err)
 {
 	struct file_conn *fc = conn->priv;
 	const char *base;
@@ -671,33 +672,23 @@ static int file_remove(struct spoolfs_conn *conn, const char *path,
 	full_path(fc, path, p, sizeof(p));
 	dir = open_parent(fc, path, O_PATH, &base);
 	if (dir < 0)
-		return fail(fc, err, errno, "cannot delete '%s'", p);
-	if (unlinkat(dir, base, 0) < 0)
-		rc = fail(fc, err, errno, "cannot delete '%s'", p);
+		return fail(fc, err, errno, "cannot %s '%s'", what, p);
+	if (unlinkat(dir, base, flags) < 0)
+		rc = fail(fc, err, errno, "cannot %s '%s'", what, p);
 	close(dir);
 	return rc;
+}
+
+static int file_remove(struct spoolfs_conn *conn, const char *path,
+		       struct spoolfs_error *err)
+{
+	return file_unlink(conn, path, 0, "delete", err);
 }
 
 static int file_rmdir(struct spoolfs_conn *conn, const char *dir,
 		      struct spoolfs_error *err)
 {
-	struct file_conn *fc = conn->priv;
-	const char *base;
-	char p[PATH_MAX];
-	int pdir, rc = 0;
-
-	if (root_check(fc, err) < 0)
-		return -1;
-	if (!rel_valid(dir))
-		return bad_path(err, dir);
-	full_path(fc, dir, p, sizeof(p));
-	pdir = open_parent(fc, dir, O_PATH, &base);
-	if (pdir < 0)
-		return fail(fc, err, errno, "cannot remove directory '%s'", p);
-	if (unlinkat(pdir, base, AT_REMOVEDIR) < 0)
-		rc = fail(fc, err, errno, "cannot remove directory '%s'", p);
-	close(pdir);
-	return rc;
+	return file_unlink(conn, dir, AT_REMOVEDIR, "remove directory", err);
 }
 
 static int file_set_mtime(struct spoolfs_conn *conn, const char *path,
