@@ -174,6 +174,8 @@ struct spool_dest {
 	char *prune[16];		/* [L] server directories that files
 					 * left: maybe empty (uploader.c) */
 	size_t nprune;
+	bool pruning;			/* [L] a worker removes one: the
+					 * others take no job meanwhile */
 	bool small_taken;		/* [L] a worker is sending small
 					 * files (uploader.c, batches) */
 	struct spool_node *stream_offer;	/* [L] a big file being written

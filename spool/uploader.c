@@ -93,6 +93,7 @@ struct worker {
 	pthread_t thread;
 	unsigned int seed;
 	struct spool_node *cur;	/* [L] the node of its job, NULL when idle */
+	bool busy;		/* [L] from taking a job (or batch) to its end */
 	char *target;		/* [L] the name its job is renaming a file
 				 * to on the server right now */
 	struct held_name held[SPOOLFS_BATCH_MAX];	/* [L] a batch's
@@ -583,6 +584,13 @@ static char *dir_of(const char *rel)
  * anything (a file spoolfs did not write, one whose move has not run yet,
  * a temp), and spoolfs then leaves it: one rmdir per directory, not one
  * per file.  Not journaled: after a crash an emptied directory may stay.
+ *
+ * It runs only while the destination's other workers are idle, and they
+ * take no job until it is done (d->pruning): an upload under way puts its
+ * temp where the file was when it started, maybe a directory the mount no
+ * longer has, and must not find that directory gone between its mkdir and
+ * its write (FTP's 553 would then read as a refusal).  Found by the
+ * torture test.
  */
 void uploader_prune_locked(struct spool_dest *d, char *dir)
 {
@@ -613,6 +621,17 @@ static void prune_note(struct spool_dest *d, const char *left,
 	uploader_prune_locked(d, dir);
 	pthread_mutex_unlock(&d->sp->lock);
 	free(dto);
+}
+
+/* Whether another worker of W's destination is under way with a job. */
+static bool others_busy_locked(const struct worker *w)
+{
+	const struct spool_dest *d = w->d;
+
+	for (int i = 0; i < d->nworkers; i++)
+		if (&d->workers[i] != w && d->workers[i].busy)
+			return true;
+	return false;
 }
 
 /* Remove DIR (changed in place) and its parents while they are empty on
@@ -2062,6 +2081,10 @@ static void *worker_main(void *arg)
 			spool_inval_drain_locked(sp);
 			continue;
 		}
+		if (d->pruning) {
+			pthread_cond_wait(&sp->cond, &sp->lock);
+			continue;
+		}
 		n = pick_locked(d, now, &next, can_batch && d->small_taken);
 		stream = false;
 		if (!n && d->stream_offer && (n = take_offer_locked(d)))
@@ -2073,13 +2096,16 @@ static void *worker_main(void *arg)
 			/* nothing to send: let go of what was sent */
 			if (spool_drops_tend_locked(sp, true, &until))
 				continue;
-			if (conn && d->nprune > 0) {
+			if (conn && d->nprune > 0 && !others_busy_locked(w)) {
 				char *dir = d->prune[--d->nprune];
 
+				d->pruning = true;
 				pthread_mutex_unlock(&sp->lock);
 				prune_dirs(d, conn, dir);
 				free(dir);
 				pthread_mutex_lock(&sp->lock);
+				d->pruning = false;
+				pthread_cond_broadcast(&sp->cond);
 				continue;
 			}
 
@@ -2099,6 +2125,7 @@ static void *worker_main(void *arg)
 			pthread_cond_timedwait(&sp->cond, &sp->lock, &ts);
 			continue;
 		}
+		w->busy = true;
 		if (!stream && can_batch && batchable_locked(d, n) &&
 		    (jobs || (jobs = calloc(SPOOLFS_BATCH_MAX,
 					    sizeof(*jobs))))) {
@@ -2113,6 +2140,7 @@ static void *worker_main(void *arg)
 				pthread_mutex_unlock(&sp->lock);
 				run_batch(w, &conn, jobs, nj);
 				d->small_taken = false;
+				w->busy = false;
 				idle_since = spool_now_ms();
 				continue;
 			}
@@ -2157,6 +2185,7 @@ static void *worker_main(void *arg)
 		if (small)
 			d->small_taken = false;
 		job_end_locked(w, &job, rc, final, &err);
+		w->busy = false;
 	}
 	pthread_mutex_unlock(&sp->lock);
 	spoolfs_conn_close(conn);
