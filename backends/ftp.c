@@ -2104,12 +2104,21 @@ static int ftp_upload(struct spoolfs_conn *conn, const char *path, int fd,
 			ret = 0;
 			break;
 		}
-		if (rc != CURLE_UPLOAD_FAILED || fc->broken ||
-		    (fc->fail_code != 550 && fc->fail_code != 553)) {
+		/*
+		 * vsftpd: "553 Could not create file." for a missing dir.
+		 * Checked whatever curl made of the rest: a 553 seen just
+		 * before the connection broke (a server going down) was
+		 * taken for a refusal unchecked, and the file failed for
+		 * good (torture test; the check reconnects).
+		 */
+		if (fc->fail_code != 550 && fc->fail_code != 553) {
 			ret = ftp_fail(fc, rc, &op, what, err);
 			break;
 		}
-		/* vsftpd: "553 Could not create file." for a missing dir */
+		if (rc != CURLE_UPLOAD_FAILED || fc->broken)
+			log_debug("%s: '%s' refused (%s), then %s; checking "
+				  "its directory", fc->dest->name, path,
+				  fc->fail_reply, curl_words(fc, rc));
 		snprintf(failed, sizeof(failed), "%s", fc->fail_reply);
 		ret = ftp_refine_missing_dir(fc, path, fc->fail_code, failed,
 					     what, &dir_there, err);
