@@ -1203,11 +1203,11 @@ static void kill_at_every_commit(const struct kill_case *kc)
 	fixture_close(&f);
 }
 
-/* REL is not under DIR, or goes within 2 s (a removal from the trash
+/* REL is not under DIR, or goes within 10 s (a removal from the trash
  * comes after the state the test waited for). */
 static bool gone_soon(const char *dir, const char *rel)
 {
-	for (int i = 0; i < 200 && exists(dir, rel); i++)
+	for (int i = 0; i < 1000 && exists(dir, rel); i++)
 		usleep(10000);
 	return !exists(dir, rel);
 }
