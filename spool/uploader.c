@@ -578,12 +578,13 @@ static char *dir_of(const char *rel)
  * (a renamed directory's files too, one by one), and delete_remote deletes
  * file by file, so the server directories they leave can end up empty.
  * Each such directory is noted here, and so is each directory removed in
- * the mount (whose files' moves or removals may have run before); a worker
- * with a connection and nothing else to do removes it, then its parents,
- * while the mount has no directory of that name.  The server refuses one that still holds
- * anything (a file spoolfs did not write, one whose move has not run yet,
- * a temp), and spoolfs then leaves it: one rmdir per directory, not one
- * per file.  Not journaled: after a crash an emptied directory may stay.
+ * the mount (whose files' moves or removals may have run before); a
+ * worker with a connection and nothing else to do removes it, then its
+ * parents, while the mount has no directory of that name.  The server
+ * refuses one that still holds anything (a file spoolfs did not write,
+ * one whose move has not run yet, a temp), and spoolfs then leaves it:
+ * one rmdir per directory, not one per file.  Not journaled: after a
+ * crash an emptied directory may stay.
  *
  * It runs only while the destination's other workers are idle, and they
  * take no job until it is done (d->pruning): an upload under way puts its
@@ -2187,6 +2188,7 @@ static void *worker_main(void *arg)
 		job_end_locked(w, &job, rc, final, &err);
 		w->busy = false;
 	}
+	w->busy = false;	/* also after a break out of memory */
 	pthread_mutex_unlock(&sp->lock);
 	spoolfs_conn_close(conn);
 	free(jobs);
