@@ -12,8 +12,8 @@ server may hold nothing else but versions of files that ended in .failed/:
 nothing that close() or rename() acknowledged is lost, nothing half
 written is published, no removed file and no temp is left on the server.
 
-It found nine bugs (see the unit tests in test_spool.c and
-test_sftp_mount.py): a rename the server did just before the kill was
+It found ten bugs (see the unit tests in test_spool.c and
+test_sftp_mount.py, and ftp.c): a rename the server did just before the kill was
 retried and gave up (also when the file was renamed again since), a stale
 copy's removal lost track of a copy a rename was carrying away, a file
 killed between its journal row and its data file counted as lost, an SFTP
@@ -25,7 +25,9 @@ on the server, and failed the file for good, a rewrite killed between
 two of its journal commits that lost the file and the server's copy, and
 a close() that committed a file while another descriptor's write was
 under way, so a crash lost that write (seen as the warning "inline copy
-... is 0 bytes, its row says ...: not used" at a remount).
+... is 0 bytes, its row says ...: not used" at a remount), and an FTP
+upload's 553 seen just before the server went down, taken for a refusal
+without the directory check that tells a missing directory.
 
 Seeds 1-3 against sftp and ftps by default (about 2.5 minutes); more with
 SPOOLFS_TORTURE_SEEDS=1-40 and SPOOLFS_TORTURE_SERVERS=sftp,ftps,ftp.
