@@ -1723,79 +1723,63 @@ static int ftp_file_exists(struct spoolfs_conn *conn, const char *rel,
 	return -1;
 }
 
-static int ftp_remove(struct spoolfs_conn *conn, const char *path,
-		      struct spoolfs_error *err)
+/*
+ * DELE of a file or RMD of a directory (VERB).  A 550 is told apart: no
+ * such entry (NOTFOUND), or refused (not allowed; a directory not empty).
+ */
+static int ftp_delete(struct spoolfs_conn *conn, const char *path,
+		      const char *verb, struct spoolfs_error *err)
 {
 	struct ftp_conn *fc = conn->priv;
 	struct curl_slist *q = NULL;
 	char what[WHAT_MAX], failed[REPLY_MAX], *abs;
+	bool dir = strcmp(verb, "RMD") == 0;
 	int ret = -1, code, ex;
 	CURLcode rc;
 
 	if (ftp_check_name(path, err) < 0)
 		return -1;
-	snprintf(what, sizeof(what), "delete of '%s'", path);
+	snprintf(what, sizeof(what), dir ? "removal of directory '%s'" :
+		 "delete of '%s'", path);
 	abs = ftp_abs(fc, path);
-	if (!abs || !quote_add(&q, "DELE", abs)) {
+	if (!abs || !quote_add(&q, verb, abs)) {
 		free(abs);
 		return spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
 	}
 	rc = ftp_quote(fc, q, err);
-	code = reply_to(fc, "DELE", abs);
+	code = reply_to(fc, verb, abs);
 	if (code != 550) {
-		ret = quote_result(fc, rc, "DELE", abs, what, err);
+		ret = quote_result(fc, rc, verb, abs, what, err);
 		goto out;
 	}
 	/* 550: missing, or not allowed? */
-	snprintf(failed, sizeof(failed), "%s", reply_line(fc, "DELE", abs));
+	snprintf(failed, sizeof(failed), "%s", reply_line(fc, verb, abs));
 	ex = ftp_file_exists(conn, path, err);
 	if (ex == 0)
 		spoolfs_error_set(err, SPOOLFS_E_NOTFOUND,
-				  "%s failed: no such file on the server (%s)",
-				  what, failed);
+				  "%s failed: no such %s on the server (%s)",
+				  what, dir ? "directory" : "file", failed);
 	else if (ex > 0)
 		spoolfs_error_set(err, SPOOLFS_E_PERM, "%s failed: %s%s",
 				  what, failed,
-				  ex == 2 ? " (it is a directory)" : "");
+				  ex == 2 && !dir ? " (it is a directory)" :
+				  ex == 1 && dir ? " (it is a file)" : "");
 out:
 	curl_slist_free_all(q);
 	free(abs);
 	return ret;
 }
 
-/* RMD: the server refuses a directory that is not empty (550). */
+static int ftp_remove(struct spoolfs_conn *conn, const char *path,
+		      struct spoolfs_error *err)
+{
+	return ftp_delete(conn, path, "DELE", err);
+}
+
 static int ftp_rmdir(struct spoolfs_conn *conn, const char *dir,
 		     struct spoolfs_error *err)
 {
-	struct ftp_conn *fc = conn->priv;
-	struct curl_slist *q = NULL;
-	char what[WHAT_MAX], failed[REPLY_MAX], *abs;
-	struct spoolfs_error e2;
-	CURLcode rc;
-	int ret;
-
-	if (ftp_check_name(dir, err) < 0)
-		return -1;
-	snprintf(what, sizeof(what), "removal of directory '%s'", dir);
-	abs = ftp_abs(fc, dir);
-	if (!abs || !quote_add(&q, "RMD", abs)) {
-		free(abs);
-		return spoolfs_error_set(err, SPOOLFS_E_IO, "out of memory");
-	}
-	rc = ftp_quote(fc, q, err);
-	ret = quote_result(fc, rc, "RMD", abs, what, err);
-	/* 550: not empty, or not there? */
-	if (ret < 0 && reply_to(fc, "RMD", abs) == 550) {
-		snprintf(failed, sizeof(failed), "%s",
-			 reply_line(fc, "RMD", abs));
-		if (ftp_dir_exists(fc, abs, &e2) == 0)
-			spoolfs_error_set(err, SPOOLFS_E_NOTFOUND,
-					  "%s failed: no such directory on "
-					  "the server (%s)", what, failed);
-	}
-	curl_slist_free_all(q);
-	free(abs);
-	return ret;
+	return ftp_delete(conn, dir, "RMD", err);
 }
 
 /* RNFR FROM + RNTO TO (after DELE TO when DELETE_FIRST). */
