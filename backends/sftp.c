@@ -1477,7 +1477,19 @@ static int sc_unlink(struct sftp_conn *c, const char *rpath)
 	return rc;
 }
 
-static int sftp_remove(struct spoolfs_conn *conn, const char *path,
+static int sc_rmdir(struct sftp_conn *c, const char *rpath)
+{
+	int64_t deadline = now_ms() + (int64_t)stall_ms(c);
+	int rc;
+
+	SC_RETRY(c, deadline, rc,
+		 libssh2_sftp_rmdir_ex(c->sftp, rpath,
+				       (unsigned int)strlen(rpath)));
+	return rc;
+}
+
+/* Delete the file PATH, or with DIR remove the (empty) directory PATH. */
+static int sftp_delete(struct spoolfs_conn *conn, const char *path, bool dir,
 		       struct spoolfs_error *err)
 {
 	struct sftp_conn *c = conn->priv;
@@ -1486,40 +1498,30 @@ static int sftp_remove(struct spoolfs_conn *conn, const char *path,
 
 	if (sc_check_alive(c, err) < 0)
 		return -1;
-	log_debug("%s: sftp: remove '%s'", c->dest->name, path);
+	log_debug("%s: sftp: %s '%s'", c->dest->name,
+		  dir ? "rmdir" : "remove", path);
 	rpath = sc_path(c, path);
 	if (!rpath)
 		return sc_oom(err);
-	rc = sc_unlink(c, rpath);
+	rc = dir ? sc_rmdir(c, rpath) : sc_unlink(c, rpath);
 	if (rc < 0)
-		sc_fail(c, err, rc, false, "cannot delete '%s' on %s", rpath,
+		sc_fail(c, err, rc, false, dir ? "cannot remove directory "
+			"'%s' on %s" : "cannot delete '%s' on %s", rpath,
 			c->where);
 	free(rpath);
 	return rc < 0 ? -1 : 0;
 }
 
+static int sftp_remove(struct spoolfs_conn *conn, const char *path,
+		       struct spoolfs_error *err)
+{
+	return sftp_delete(conn, path, false, err);
+}
+
 static int sftp_rmdir(struct spoolfs_conn *conn, const char *dir,
 		      struct spoolfs_error *err)
 {
-	struct sftp_conn *c = conn->priv;
-	int64_t deadline = now_ms() + (int64_t)stall_ms(c);
-	char *rpath;
-	int rc;
-
-	if (sc_check_alive(c, err) < 0)
-		return -1;
-	log_debug("%s: sftp: rmdir '%s'", c->dest->name, dir);
-	rpath = sc_path(c, dir);
-	if (!rpath)
-		return sc_oom(err);
-	SC_RETRY(c, deadline, rc,
-		 libssh2_sftp_rmdir_ex(c->sftp, rpath,
-				       (unsigned int)strlen(rpath)));
-	if (rc < 0)
-		sc_fail(c, err, rc, false, "cannot remove directory '%s' on %s",
-			rpath, c->where);
-	free(rpath);
-	return rc < 0 ? -1 : 0;
+	return sftp_delete(conn, dir, true, err);
 }
 
 static int sftp_set_mtime(struct spoolfs_conn *conn, const char *path,
